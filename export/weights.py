@@ -1,0 +1,256 @@
+"""Trained style weights: where each style comes from, fetching it into a cache, loading it.
+
+Each style is fetched once into a local cache (``~/.cache/style-transfer/weights`` or
+``$STYLE_WEIGHTS_CACHE``), from a local mirror when one is given (``--mirror`` or
+``$STYLE_WEIGHTS_MIRROR``, laid out like the cache) and otherwise from its pinned public URL.
+Every file with a known SHA-256 is checked, wherever it came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from export.networks import EngstromNet, TFConv, TFConvTranspose, TransformerNet
+
+ENGSTROM_COMMIT = "bd3a0486e4ed4a02b0b4102a7f12a55e3c935d73"
+ENGSTROM_URL = (
+    "https://raw.githubusercontent.com/reiinakano/fast-style-transfer-deeplearnjs/"
+    f"{ENGSTROM_COMMIT}/src/ckpts/{{style}}/{{file}}"
+)
+ENGSTROM_LICENCE = (
+    "The Engstrom style weights (la_muse, rain_princess, scream, udnie, wave, wreck) were "
+    "trained by Logan Engstrom (lengstrom/fast-style-transfer, Copyright (c) 2016 Logan "
+    "Engstrom). Free for research use with attribution and this notice kept; any other "
+    "use, commercial included, needs his permission. They are NOT licence-free."
+)
+PYTORCH_EXAMPLES_URL = "https://www.dropbox.com/s/lrvwfehqdcxoza8/saved_models.zip?dl=1"
+PYTORCH_EXAMPLES_LICENCE = "pytorch/examples fast_neural_style weights (BSD-3-Clause)."
+
+_CHECKSUMS = json.loads((Path(__file__).with_name("engstrom_sha256.json")).read_text())
+
+
+@dataclass(frozen=True)
+class Style:
+    """One servable style: its TorchServe model name and where its weights come from."""
+
+    name: str
+    family: str  # "engstrom" or "pytorch_examples"
+    source_name: str  # the name inside its family's release (folder or .pth stem)
+    licence: str
+
+    def build_network(self) -> nn.Module:
+        return EngstromNet() if self.family == "engstrom" else TransformerNet()
+
+
+STYLES: dict[str, Style] = {
+    **{
+        name: Style(name, "engstrom", name, ENGSTROM_LICENCE)
+        for name in ("la_muse", "rain_princess", "scream", "udnie", "wave", "wreck")
+    },
+    # Two pytorch/examples styles share names with Engstrom's; they get a suffix.
+    **{
+        name: Style(name, "pytorch_examples", source, PYTORCH_EXAMPLES_LICENCE)
+        for name, source in (
+            ("candy", "candy"),
+            ("mosaic", "mosaic"),
+            ("rain_princess_pt", "rain_princess"),
+            ("udnie_pt", "udnie"),
+        )
+    },
+}
+#: Served by default: the styles whose weights the project's mirror carries.
+DEFAULT_STYLES = ("la_muse", "rain_princess", "scream", "udnie", "wave", "wreck")
+
+
+class WeightsUnavailable(RuntimeError):
+    """The weights could not be had; the message says what, from where, and the way out."""
+
+
+def default_cache() -> Path:
+    return Path(os.environ.get("STYLE_WEIGHTS_CACHE", Path.home() / ".cache/style-transfer/weights"))
+
+
+def default_mirror() -> Path | None:
+    mirror = os.environ.get("STYLE_WEIGHTS_MIRROR")
+    return Path(mirror) if mirror else None
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verify(path: Path, expected: str | None, origin: str) -> None:
+    if expected is not None and (actual := sha256_of(path)) != expected:
+        path.unlink()
+        raise WeightsUnavailable(
+            f"SHA-256 mismatch for {origin}: expected {expected}, got {actual}. "
+            "The file was deleted; the source is corrupt or not the pinned release."
+        )
+
+
+def _download(url: str, dest: Path) -> None:
+    """Downloads atomically: a partial file never lands at ``dest``."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp:
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                shutil.copyfileobj(response, tmp)
+        except BaseException:
+            os.unlink(tmp.name)
+            raise
+    os.replace(tmp.name, dest)
+
+
+def _offline_hint(style: Style) -> str:
+    layout = (
+        f"DIR/engstrom/{style.source_name}/<files>"
+        if style.family == "engstrom"
+        else f"DIR/pytorch_examples/{style.source_name}.pth"
+    )
+    return (
+        "To work offline, pass --mirror DIR or set STYLE_WEIGHTS_MIRROR=DIR, where DIR is "
+        f"laid out as {layout} (this project's CI uses ../shared/weights)."
+    )
+
+
+def _fetch_file(style: Style, file: str, dest: Path, expected: str | None, mirror: Path | None) -> None:
+    if dest.exists() and (expected is None or sha256_of(dest) == expected):
+        return
+    relative = dest.relative_to(dest.parents[2])
+    if mirror is not None and (mirror / relative).is_file():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(mirror / relative, dest)
+        _verify(dest, expected, f"{mirror / relative}")
+        return
+    url = ENGSTROM_URL.format(style=style.source_name, file=file)
+    try:
+        _download(url, dest)
+    except OSError as error:
+        where = f"mirror {mirror} (no {relative}) nor " if mirror else ""
+        raise WeightsUnavailable(
+            f"Cannot fetch weights for style '{style.name}': not in {where}{url} ({error}). "
+            + _offline_hint(style)
+        ) from error
+    _verify(dest, expected, url)
+
+
+def fetch(style_name: str, cache: Path | None = None, mirror: Path | None = None) -> Path:
+    """Makes the style's weights present and verified in the cache; returns their path."""
+    style = STYLES.get(style_name)
+    if style is None:
+        raise WeightsUnavailable(f"Unknown style '{style_name}'. Known: {', '.join(STYLES)}")
+    cache = cache or default_cache()
+    mirror = mirror or default_mirror()
+    if style.family == "engstrom":
+        folder = cache / "engstrom" / style.source_name
+        checksums = _CHECKSUMS[style.source_name]
+        fresh = not all((folder / f).exists() for f in checksums)
+        for file, expected in sorted(checksums.items()):
+            _fetch_file(style, file, folder / file, expected, mirror)
+        if fresh:
+            print(f"[weights] {style.name}: {ENGSTROM_LICENCE}", file=sys.stderr)
+        return folder
+    return _fetch_pytorch_examples(style, cache, mirror)
+
+
+def _fetch_pytorch_examples(style: Style, cache: Path, mirror: Path | None) -> Path:
+    dest = cache / "pytorch_examples" / f"{style.source_name}.pth"
+    if dest.exists():
+        return dest
+    mirrored = mirror / "pytorch_examples" / dest.name if mirror else None
+    if mirrored is not None and mirrored.is_file():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(mirrored, dest)
+        return dest
+    archive = cache / "pytorch_examples" / "saved_models.zip"
+    try:
+        _download(PYTORCH_EXAMPLES_URL, archive)
+    except OSError as error:
+        raise WeightsUnavailable(
+            f"Cannot fetch weights for style '{style.name}' from {PYTORCH_EXAMPLES_URL} "
+            f"({error}). " + _offline_hint(style)
+        ) from error
+    # pytorch/examples publishes no checksum for this archive, so none can be verified.
+    print(f"[weights] {PYTORCH_EXAMPLES_URL}: no published SHA-256 to verify", file=sys.stderr)
+    with zipfile.ZipFile(archive) as zf:
+        for member in zf.namelist():
+            if member.endswith(".pth"):
+                (dest.parent / Path(member).name).write_bytes(zf.read(member))
+    if not dest.exists():
+        raise WeightsUnavailable(f"{PYTORCH_EXAMPLES_URL} holds no {dest.name}")
+    return dest
+
+
+# ---------------------------------------------------------------------------------------
+# Loading into the networks
+# ---------------------------------------------------------------------------------------
+
+_OLD_RUNNING_STATS = re.compile(r"in\d+\.running_(mean|var)$")
+
+
+def load_pytorch_examples(path: Path) -> TransformerNet:
+    """Loads a pytorch/examples checkpoint, dropping the running stats that old PyTorch
+    versions saved for InstanceNorm (current InstanceNorm has none and would refuse them)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = {k: v for k, v in state.items() if not _OLD_RUNNING_STATS.search(k)}
+    net = TransformerNet()
+    net.load_state_dict(state)
+    return net.eval()
+
+
+def _engstrom_layers(net: EngstromNet) -> list[nn.Module]:
+    """Conv layers in TF variable-creation order: each created kernel, shift, scale."""
+    return [m for m in net.modules() if isinstance(m, (TFConv, TFConvTranspose))]
+
+
+def load_engstrom(folder: Path) -> EngstromNet:
+    """Loads the per-variable float32 dump (``Variable``, ``Variable_1`` ... + manifest)."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    net = EngstromNet()
+    layers = _engstrom_layers(net)
+    if len(manifest) != 3 * len(layers):
+        raise ValueError(f"{folder}: {len(manifest)} variables, expected {3 * len(layers)}")
+
+    def variable(index: int) -> torch.Tensor:
+        name = "Variable" if index == 0 else f"Variable_{index}"
+        entry = manifest[name]
+        data = np.fromfile(folder / entry["filename"], dtype="<f4")
+        return torch.from_numpy(data.reshape(entry["shape"]).copy())
+
+    with torch.no_grad():
+        for i, layer in enumerate(layers):
+            kernel, shift, scale = (variable(3 * i + j) for j in range(3))
+            # TF conv [kh, kw, in, out] and conv-transpose [kh, kw, out, in] both become
+            # PyTorch's [dim0, dim1, kh, kw] by the same permutation.
+            weight = kernel.permute(3, 2, 0, 1)
+            if weight.shape != layer.conv.weight.shape:
+                raise ValueError(f"{folder}: variable {3 * i} has shape {tuple(kernel.shape)}")
+            layer.conv.weight.copy_(weight)
+            layer.norm.shift.copy_(shift)
+            layer.norm.scale.copy_(scale)
+    return net.eval()
+
+
+def load_network(style_name: str, cache: Path | None = None, mirror: Path | None = None) -> nn.Module:
+    """Fetches (if needed) and loads a style's trained network, in eval mode on the CPU."""
+    path = fetch(style_name, cache, mirror)
+    style = STYLES[style_name]
+    return load_engstrom(path) if style.family == "engstrom" else load_pytorch_examples(path)

@@ -1,0 +1,188 @@
+"""TorchServe handler for one fast style: image bytes in, stylized image bytes out.
+
+One archive per style carries this file, the shared ``core`` package and the style's
+``.onnx``. ONNX Runtime runs the network (CUDA when the worker has a GPU and
+onnxruntime-gpu is installed, else CPU).
+
+Request (``POST /predictions/<style>``): the image as the raw body (any Content-Type),
+as multipart field ``image``, or JSON ``{"image": "<base64>", ...}``. Parameters, as form
+fields, JSON keys or ``X-<Name>`` headers (TorchServe does not pass the query string to
+handlers): ``format`` (png|jpeg|webp; else the Accept header; else png), ``quality``,
+``max_side``, ``strength`` (0..1 blend with the photo) and ``preserve_colors``. A bad
+request gets a 4xx JSON body naming the problem; the worker carries on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+from ts.torch_handler.base_handler import BaseHandler
+
+from core import codec
+from core.codec import InputError, Limits
+from core.color import preserve_colors
+from core.request import Job, Param, parse_request
+
+logger = logging.getLogger(__name__)
+
+PARAMS = {
+    "format": Param(str, None, help="png | jpeg | webp (default: Accept header, else png)"),
+    "quality": Param(int, 92, low=1, high=100, help="JPEG/WebP quality"),
+    "max_side": Param(int, None, low=16, high=16384, help="downscale so the longer side fits"),
+    "strength": Param(float, 1.0, low=0.0, high=1.0, help="1 = fully stylized, 0 = the photo"),
+    "preserve_colors": Param(bool, False, help="keep the photo's colours, take the style's luminance"),
+}
+IMAGE_FIELDS = ("image", "file")
+
+
+class FastStyleHandler(BaseHandler):
+    """TorchServe loads the one class of this module as the handler."""
+
+    def initialize(self, context) -> None:
+        """Opens the ONNX session once per worker, on the GPU the worker was given if any."""
+        properties = context.system_properties
+        model_dir = properties["model_dir"]
+        settings = (context.model_yaml_config or {}).get("handler", {})
+        self.limits = Limits(
+            max_input_pixels=int(settings.get("max_input_pixels", Limits.max_input_pixels)),
+            max_pixels=int(settings.get("max_pixels", Limits.max_pixels)),
+        )
+        self.session = ort.InferenceSession(
+            os.path.join(model_dir, context.manifest["model"]["serializedFile"]),
+            sess_options=session_options(int(settings.get("intra_op_threads", 0))),
+            providers=providers(properties.get("gpu_id")),
+        )
+        self.style = context.manifest["model"]["modelName"]
+        self.initialized = True
+        logger.info("style %s on %s", self.style, self.session.get_providers()[0])
+
+    def preprocess(self, data: list[dict]) -> list[Job]:
+        """Parses and decodes each request; a bad one becomes a Job carrying its error."""
+        jobs = []
+        for idx, row in enumerate(data):
+            try:
+                row = {**self._header_params(idx), **row}
+                parsed = parse_request(
+                    row, self._header(idx, "content-type"), lambda n: n in IMAGE_FIELDS, PARAMS, "image"
+                )
+                if not parsed.images:
+                    raise InputError("no image in the request: send it as the body or as field 'image'")
+                params = parsed.params
+                params["format"] = (
+                    codec.parse_format(params["format"])
+                    or codec.format_from_accept(self._header(idx, "accept"))
+                    or "png"
+                )
+                image = codec.decode(next(iter(parsed.images.values())), self.limits, params["max_side"])
+                jobs.append(Job(image=image, params=params))
+            except InputError as error:
+                jobs.append(Job(error=error))
+        return jobs
+
+    def inference(self, jobs: list[Job]) -> list[Job]:
+        """Runs the network; images of the same size share one batched call."""
+        by_size: dict[tuple[int, int], list[Job]] = {}
+        for job in jobs:
+            if job.error is None:
+                by_size.setdefault(job.image.size, []).append(job)
+        for group in by_size.values():
+            batch = np.stack([codec.to_array(job.image) for job in group])
+            started = time.perf_counter()
+            outputs = self.session.run(["stylized"], {"image": batch})[0]
+            self._record_latency(started, group)
+            for job, output in zip(group, outputs, strict=True):
+                job.result = output
+        return jobs
+
+    def postprocess(self, jobs: list[Job]) -> list[bytes | str]:
+        """Applies strength/colour options, encodes, and sets each response's status."""
+        responses = []
+        for idx, job in enumerate(jobs):
+            if job.error is not None:
+                responses.append(self._error(idx, job.error))
+                continue
+            result = finish(codec.from_array(job.result), job.image, job.params)
+            fmt = job.params["format"]
+            self.context.set_response_content_type(idx, codec.MEDIA_TYPES[fmt])
+            responses.append(codec.encode(result, fmt, job.params["quality"]))
+        return responses
+
+    def _error(self, idx: int, error: InputError) -> str:
+        self.context.set_response_status(error.status, str(error), idx)
+        self.context.set_response_content_type(idx, "application/json")
+        return json.dumps(error.as_json())
+
+    def _header(self, idx: int, name: str) -> str:
+        """A request header by lower-case name ('' if absent). For content-type, the raw
+        body's own type comes first: TorchServe records it per input field."""
+        properties = self.context.request_processor[idx].get_request_properties()
+        body = properties.get("body")
+        if name == "content-type" and isinstance(body, dict) and body.get("content-type"):
+            return body["content-type"]
+        for key, value in properties.items():
+            if key.lower() == name and isinstance(value, str):
+                return value
+        return ""
+
+    def _header_params(self, idx: int) -> dict[str, str]:
+        """Parameters sent as ``X-Max-Side: 512`` style headers (for raw-body requests)."""
+        found = {}
+        for name in PARAMS:
+            value = self._header(idx, "x-" + name.replace("_", "-"))
+            if value:
+                found[name] = value
+        return found
+
+    def _record_latency(self, started: float, group: list[Job]) -> None:
+        metrics = getattr(self.context, "metrics", None)
+        if metrics is None:
+            return
+        per_image_ms = (time.perf_counter() - started) * 1000 / len(group)
+        megapixels = sum(job.image.width * job.image.height for job in group) / 1e6
+        metrics.add_time("StyleInferenceTime", per_image_ms, None, "ms")
+        metrics.add_size("StyleInputMegapixels", megapixels, None, "MB")
+
+    def handle(self, data, context):
+        """BaseHandler.handle with a last line of defence: a fault we did not foresee
+        answers 500 with JSON for this batch instead of killing the worker."""
+        try:
+            return super().handle(data, context)
+        except Exception as error:  # noqa: BLE001 - reported, not swallowed
+            logger.exception("unexpected failure")
+            fault = InputError(f"internal error: {type(error).__name__}: {error}", status=500)
+            return [self._error(idx, fault) for idx in range(len(data))]
+
+
+def finish(stylized: Image.Image, photo: Image.Image, params: dict) -> Image.Image:
+    """The user's finishing options: keep the photo's colours, then blend by strength."""
+    if params["preserve_colors"]:
+        stylized = preserve_colors(stylized, photo)
+    if params["strength"] < 1.0:
+        stylized = Image.blend(photo, stylized, params["strength"])
+    return stylized
+
+
+def session_options(intra_op_threads: int) -> ort.SessionOptions:
+    """CPU serving settings: no busy-waiting threads (workers share the cores), all graph
+    optimizations, and the memory-pattern planner off since every image size differs."""
+    options = ort.SessionOptions()
+    cores = os.cpu_count() or 1
+    options.intra_op_num_threads = intra_op_threads or max(1, cores // 2)
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.enable_mem_pattern = False
+    return options
+
+
+def providers(gpu_id) -> list:
+    """CUDA on the worker's GPU when TorchServe assigned one and the runtime has CUDA."""
+    if gpu_id is not None and "CUDAExecutionProvider" in ort.get_available_providers():
+        return [("CUDAExecutionProvider", {"device_id": int(gpu_id)}), "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
