@@ -166,9 +166,18 @@ def fetch(style_name: str, cache: Path | None = None, mirror: Path | None = None
         for file, expected in sorted(checksums.items()):
             _fetch_file(style, file, folder / file, expected, mirror)
         if fresh:
-            print(f"[weights] {style.name}: {ENGSTROM_LICENCE}", file=sys.stderr)
+            _show_licence_once(ENGSTROM_LICENCE)
         return folder
     return _fetch_pytorch_examples(style, cache, mirror)
+
+
+_licences_shown: set[str] = set()
+
+
+def _show_licence_once(licence: str) -> None:
+    if licence not in _licences_shown:
+        _licences_shown.add(licence)
+        print(f"[weights] LICENCE: {licence}", file=sys.stderr)
 
 
 def _fetch_pytorch_examples(style: Style, cache: Path, mirror: Path | None) -> Path:

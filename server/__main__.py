@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"TorchServe is up: {', '.join(models)} (logs: {server.log_dir})")
     print("Try:")
     print(
-        f"  curl -sS{auth} --data-binary @photo.jpg {server.inference_url}/predictions/{style}"
-        " -o painting.png"
+        f'  curl -sS{auth} -H "Content-Type: image/jpeg" --data-binary @photo.jpg '
+        f"{server.inference_url}/predictions/{style} -o painting.png"
     )
     print("Stop it with: .venv/bin/python -m server stop")
     return 0
