@@ -62,7 +62,7 @@ def render_config(model_store: Path, ports: Ports, token_auth: bool) -> str:
         "model_store": str(model_store),
         "load_models": "all",
         # Only archives in this store, named plainly: no URLs, no paths out of it.
-        "allowed_urls": "file://" + re.escape(str(model_store)) + r"/[A-Za-z0-9_-]+\.mar",
+        "allowed_urls": _properties_escape("file://" + re.escape(str(model_store)) + r"/[A-Za-z0-9_-]+\.mar"),
         "disable_token_authorization": "false" if token_auth else "true",
     }
     lines = []
@@ -73,6 +73,11 @@ def render_config(model_store: Path, ports: Ports, token_auth: bool) -> str:
         lines.append(line)
     lines += [f"{key}={value}" for key, value in overrides.items()]
     return "\n".join(lines) + "\n"
+
+
+def _properties_escape(value: str) -> str:
+    """Java .properties files treat a backslash as an escape: double it to keep a regex."""
+    return value.replace("\\", "\\\\")
 
 
 class Server:

@@ -73,3 +73,16 @@ def test_parity_check_fails_loudly_when_onnx_and_pytorch_differ(mirror, content_
         net.conv_out.norm.shift.add_(0.05)  # a small change to the network the ONNX came from
     with pytest.raises(ParityError, match="differs from PyTorch"):
         check_parity(net, ONNX_DIR / "udnie.onnx", ONNX_DIR / "udnie.uint8.onnx", content_photos[0], max_side=96)
+
+
+def test_archives_are_self_contained(built_store):
+    """A stock TorchServe needs nothing from this repo: handler, core package, ONNX, config."""
+    import zipfile
+
+    for style in DEFAULT_STYLES:
+        with zipfile.ZipFile(built_store / f"{style}.mar") as archive:
+            names = set(archive.namelist())
+            manifest = json.loads(archive.read("MAR-INF/MANIFEST.json"))
+        assert {"fast_style.py", f"{style}.onnx", "core/codec.py", "core/request.py", "core/color.py"} <= names
+        assert manifest["model"]["modelName"] == style and manifest["model"]["handler"] == "fast_style.py"
+        assert not any(name.endswith((".pth", "Variable")) for name in names)

@@ -1,0 +1,195 @@
+"""Hostile and broken input, load, a killed worker, and the running server's safe defaults."""
+
+from __future__ import annotations
+
+import base64
+import io
+import ipaddress
+import re
+import struct
+import zlib
+
+import numpy as np
+import psutil
+import pytest
+import requests
+import torch
+from PIL import Image
+
+from bench.load import measure, server_rss, worker_pids
+
+STYLE = "la_muse"
+
+
+def _save(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def _png_bomb() -> bytes:
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", 60_000, 60_000, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\0" * 1000)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+
+
+def _corpus(photo: Image.Image) -> dict[str, tuple[bytes, int | None, tuple[int, int] | None]]:
+    """name -> (payload, expected 4xx status or None for success, expected output size)."""
+    jpeg, png = _save(photo, "JPEG"), _save(photo, "PNG")
+    exif = Image.Exif()
+    exif[0x0112] = 8  # display rotated 90 degrees counter-clockwise
+    palette = photo.convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
+    gif_frames = [photo.convert("P"), photo.transpose(Image.Transpose.FLIP_TOP_BOTTOM).convert("P")]
+    size = photo.size
+    return {
+        "empty": (b"", 400, None),
+        "random bytes": (bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)), 415, None),
+        "text": (b"Dear server, please paint me.", 415, None),
+        "truncated jpeg": (jpeg[: len(jpeg) // 2], 400, None),
+        "truncated png": (png[: len(png) // 2], 400, None),
+        "decompression bomb": (_png_bomb(), 413, None),
+        "1x1": (_save(Image.new("RGB", (1, 1), "red"), "PNG"), None, (1, 1)),
+        "2x2": (_save(Image.new("RGB", (2, 2), "blue"), "PNG"), None, (2, 2)),
+        "16-bit png": (_save(Image.fromarray(np.asarray(photo.convert("L"), np.uint16) * 257), "PNG"), None, size),
+        "cmyk jpeg": (_save(photo.convert("CMYK"), "JPEG"), None, size),
+        "palette png with transparency": (_save(palette, "PNG", transparency=0), None, size),
+        "grayscale": (_save(photo.convert("L"), "PNG"), None, size),
+        "LA": (_save(photo.convert("LA"), "PNG"), None, size),
+        "exif rotated jpeg": (_save(photo, "JPEG", exif=exif.tobytes()), None, (size[1], size[0])),
+        "animated gif": (_save(gif_frames[0], "GIF", save_all=True, append_images=gif_frames[1:]), None, size),
+        "tiff": (_save(photo, "TIFF"), None, size),
+        "bmp": (_save(photo, "BMP"), None, size),
+    }
+
+
+def _send(server, path: str, payload: bytes) -> requests.Response:
+    url = f"{server.inference_url}/predictions/{STYLE}"
+    if path == "raw":
+        return requests.post(url, data=payload, headers={"Content-Type": "application/octet-stream"}, timeout=120)
+    if path == "multipart":
+        return requests.post(url, files={"image": ("upload", payload)}, timeout=120)
+    return requests.post(url, json={"image": base64.b64encode(payload).decode()}, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def photo(small_photo) -> Image.Image:
+    return small_photo.resize((97, 75))
+
+
+@pytest.mark.parametrize("path", ["raw", "multipart", "json"])
+def test_bad_and_odd_images_on_every_input_path(server, photo, path):
+    good = _save(photo, "JPEG")
+    for name, (payload, status, size) in _corpus(photo).items():
+        response = _send(server, path, payload)
+        if status is None:
+            assert response.status_code == 200, f"{name}: {response.text}"
+            assert Image.open(io.BytesIO(response.content)).size == size, name
+        else:
+            assert response.status_code == status, f"{name}: {response.status_code} {response.text}"
+            error = response.json()
+            assert error["code"] == status and error["message"], name
+        after = _send(server, path, good)
+        assert after.status_code == 200, f"good request after '{name}' failed: {after.text}"
+
+
+def test_exif_rotation_orients_the_output(server):
+    # A tall image stored sideways: top half white, bottom half black once rotated.
+    stored = Image.new("RGB", (64, 32))
+    stored.paste((255, 255, 255), (0, 0, 32, 32))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed rotated 90 degrees clockwise
+    response = _send(server, "raw", _save(stored, "JPEG", exif=exif.tobytes(), quality=95))
+    result = np.asarray(Image.open(io.BytesIO(response.content)).convert("L"), np.float32)
+    assert result.shape == (64, 32)
+    upright = np.asarray(stored.transpose(Image.Transpose.ROTATE_270).convert("L"), np.float32)
+    top_bright = upright[:32].mean() > upright[32:].mean()
+    assert (result[:32].mean() > result[32:].mean()) == top_bright
+
+
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ('{"image": "bm90IGFuIGltYWdl", "strength": 2}', "strength"),
+        ('{"image": "bm90IGFuIGltYWdl", "quality": "high"}', "quality"),
+        ('{"image": "bm90IGFuIGltYWdl", "preserve_colors": "perhaps"}', "preserve_colors"),
+        ('{"image": "bm90IGFuIGltYWdl", "max_side": 1e9}', "max_side"),
+        ('{"image": "bm90IGFuIGltYWdl", "style": "van_gogh"}', "unknown parameter"),
+        ('{"image": 12}', "base64"),
+        ("[]", "object"),
+        ("{{{{", "not valid JSON"),
+    ],
+)
+def test_bad_parameters_and_json(server, photo, body, words):
+    url = f"{server.inference_url}/predictions/{STYLE}"
+    response = requests.post(url, data=body, headers={"Content-Type": "application/json"}, timeout=60)
+    assert 400 <= response.status_code < 500 and words in response.json()["message"], response.text
+    assert _send(server, "json", _save(photo, "PNG")).status_code == 200
+
+
+def test_body_over_the_request_limit_is_refused_and_serving_goes_on(server, photo):
+    """TorchServe's frontend answers 413 itself (its body is empty: no handler runs)."""
+    oversized = b"\xff" * (64 * 2**20 + 1)
+    response = requests.post(f"{server.inference_url}/predictions/{STYLE}", data=oversized,
+                             headers={"Content-Type": "image/jpeg"}, timeout=60)
+    assert response.status_code == 413
+    assert _send(server, "raw", _save(photo, "JPEG")).status_code == 200
+
+
+def test_short_load_no_failures_no_leak(server):
+    """Short form of ``python -m bench.load`` (60 s there): one style, concurrency 3 > 1 worker."""
+    report = measure(server, ["udnie"], concurrency=3, duration=12, max_requests=400)
+    print(report)
+    assert report["failed"] == 0, report
+    assert report["requests"] >= 10
+    assert report["rss_at_end_mb"] <= 1.10 * report["rss_after_warmup_mb"], report
+
+
+def test_killed_worker_is_replaced_and_only_in_flight_requests_fail(server):
+    before = worker_pids(server.management_url, "wave")
+    report = measure(server, ["wave"], concurrency=3, duration=20, max_requests=400, kill_worker_at=3)
+    print(report)
+    assert report["killed_worker"]["pid"] == before[0]
+    assert report["failed"] <= report["allowed_failures"], report
+    assert report["last_success_s"] > report["killed_worker"]["at"], "serving did not resume"
+    after = worker_pids(server.management_url, "wave")
+    assert after and after[0] != before[0]
+
+
+def test_listeners_are_loopback_only(server):
+    """Read from the running process: every socket TorchServe listens on is 127.0.0.1."""
+    java = psutil.Process(int((server.runtime_dir / "tmp" / ".model_server.pid").read_text()))
+    listening = [c for c in java.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    assert len(listening) >= 3
+    for connection in listening:
+        address = ipaddress.ip_address(connection.laddr.ip)
+        address = getattr(address, "ipv4_mapped", None) or address  # Java reports ::ffff:127.0.0.1
+        assert address.is_loopback, connection
+    assert server_rss(java.pid) > 0
+
+
+def test_running_server_refuses_registration_and_reports_safe_settings(server):
+    response = requests.post(f"{server.management_url}/models", params={"url": "https://example.com/evil.mar"},
+                             timeout=10)
+    assert response.status_code == 405  # the model API is off: nothing can be registered
+    log = (server.log_dir / "ts_log.log").read_text()
+    allowed = re.search(r"Allowed Urls: \[(.*)\]", log).group(1)
+    assert allowed == f"file://{server.model_store}/[A-Za-z0-9_-]+\\.mar"
+    assert "Model API enabled: false" in log
+    assert "Custom python dependency for model allowed: false" in log
+
+
+def test_checkpoints_load_with_weights_only(tmp_path):
+    """A pickled checkpoint that would run code is refused by the loader."""
+    from export.weights import load_pytorch_examples
+
+    class Exploit:
+        def __reduce__(self):
+            return (print, ("this must never run",))
+
+    path = tmp_path / "evil.pth"
+    torch.save({"conv1.conv2d.weight": Exploit()}, path)
+    with pytest.raises(Exception, match="Weights only load failed|Unsupported"):
+        load_pytorch_examples(path)
