@@ -44,9 +44,14 @@ class Param:
             raise InputError(f"parameter '{name}' must be {self.kind.__name__}, got {raw!r}") from None
         if self.choices is not None and value not in self.choices:
             raise InputError(f"parameter '{name}' must be one of {', '.join(self.choices)}, got {raw!r}")
-        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
-            raise InputError(f"parameter '{name}' must be between {self.low} and {self.high}, got {raw!r}")
+        if self.low is not None and value < self.low:
+            raise InputError(f"parameter '{name}' must be at least {self.low}{self._range_end()}, got {raw!r}")
+        if self.high is not None and value > self.high:
+            raise InputError(f"parameter '{name}' must be at most {self.high}, got {raw!r}")
         return value
+
+    def _range_end(self) -> str:
+        return f" (and at most {self.high})" if self.high is not None else ""
 
 
 def _convert(kind: type, raw: Any) -> Any:

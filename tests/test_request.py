@@ -34,7 +34,7 @@ def test_raw_multipart_and_json_agree():
         ({"body": {"image": "***"}}, "application/json", "not valid base64"),
         ({"image": b"x", "colour": b"red"}, "", "unknown parameter"),
         ({"image": b"x", "max_side": b"huge"}, "", "must be int"),
-        ({"image": b"x", "max_side": b"8"}, "", "between 16"),
+        ({"image": b"x", "max_side": b"8"}, "", "at least 16"),
         ({"image": b"x", "preserve_colors": b"maybe"}, "", "must be bool"),
         ({"body": "plain text"}, "text/plain", "not an image"),
     ],

@@ -1,0 +1,195 @@
+"""Serving policy for the ``gatys`` model: limits, request parameters, and progress messages.
+
+Kept apart from the TorchServe handler so the handler reads as the four BaseHandler steps,
+and so the limits and the streamed message format are testable without a server.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+from dataclasses import dataclass, fields
+from typing import Any
+
+from PIL import Image
+
+from core.codec import encode, fit_max_side
+from core.request import Param
+from optimize.transfer import Progress, Result, Settings
+
+
+class WeightsUnavailable(Exception):
+    """The server lacks the ImageNet VGG19 weights, so no request can be served.
+
+    Answered with **501 Not Implemented**, not 503 and not a 4xx: the fault is the server's
+    (a 4xx would tell the client to change its request, which cannot help); 503 means
+    "temporarily overloaded, retry" to clients and proxies, and is what TorchServe itself
+    returns when a worker crashes, so monitoring could not tell the two apart; 424 (Failed
+    Dependency) is a WebDAV code about a failed *earlier request*. 501 says precisely "this
+    server cannot perform this function" until an operator supplies the weights, and the
+    message says how.
+    """
+
+    status = 501
+
+    def as_json(self) -> dict:
+        return {"code": self.status, "type": "ModelUnavailable", "message": str(self)}
+
+
+@dataclass
+class Job:
+    """One validated request, ready to optimize."""
+
+    content: Image.Image
+    styles: list[Image.Image]
+    settings: Settings
+    stream: bool
+    preview: bool
+    fmt: str
+    budget_s: float
+
+
+#: TorchServe's default responseTimeout, used when the model config does not set one.
+TORCHSERVE_DEFAULT_TIMEOUT_S = 120
+
+
+@dataclass(frozen=True)
+class ServingLimits:
+    """What one request may ask for; read from the ``handler:`` key of the model config.
+
+    ``time_budget_s`` is how long optimization may run. It is capped at the model's
+    ``responseTimeout`` minus ``response_margin_s`` (decoding, target features, encoding),
+    because a request that outlives the timeout gets its worker killed and the client
+    nothing; stopping early instead returns the best image so far.
+    """
+
+    max_iterations: int = 1000
+    default_iterations: int = 50
+    max_side: int = 1024
+    default_max_side: int = 256
+    max_styles: int = 4
+    max_scales: int = 4
+    max_style_scale: float = 2.0
+    max_input_pixels: int = 40_000_000
+    time_budget_s: float = 270.0
+    response_margin_s: float = 30.0
+    stream_interval_s: float = 1.0
+    preview_side: int = 128
+    history_size: int = 20
+    #: Torch CPU threads for this worker; 0 = half the cores, so a minutes-long optimization
+    #: leaves the other half to the fast styles' interactive requests.
+    intra_op_threads: int = 0
+
+    @classmethod
+    def from_model_config(cls, config: dict | None) -> ServingLimits:
+        config = config or {}
+        known = {f.name for f in fields(cls)}
+        section = config.get("handler") or {}
+        unknown = sorted(set(section) - known)
+        if unknown:  # a typo in the config would otherwise silently keep a default
+            raise ValueError(f"unknown gatys handler setting(s) {unknown}; known: {sorted(known)}")
+        limits = cls(**section)
+        timeout = float(config.get("responseTimeout", TORCHSERVE_DEFAULT_TIMEOUT_S))
+        budget = min(limits.time_budget_s, timeout - limits.response_margin_s)
+        if budget <= 0:
+            raise ValueError(
+                f"responseTimeout {timeout}s leaves no time to optimize after the "
+                f"{limits.response_margin_s}s response margin; raise responseTimeout"
+            )
+        return cls(**{**section, "time_budget_s": budget})
+
+    def cpu_threads(self) -> int:
+        return self.intra_op_threads or max(1, (os.cpu_count() or 2) // 2)
+
+    def params(self) -> dict[str, Param]:
+        """The request parameters with this server's bounds."""
+        huge = 1e12  # weights are scale factors; a bound only rejects nonsense
+        return {
+            "iterations": Param(int, self.default_iterations, 1, self.max_iterations,
+                                help="iterations per resolution level"),
+            "max_side": Param(int, self.default_max_side, 32, self.max_side, help="output's longer side"),
+            "optimizer": Param(str, "lbfgs", choices=("lbfgs", "adam")),
+            "seed": Param(int, None, 0, 2**31 - 1),
+            "content_weight": Param(float, 1.0, 0, huge),
+            "style_weight": Param(float, 1e6, 0, huge),
+            "tv_weight": Param(float, 10.0, 0, huge),
+            "init": Param(str, "content", choices=("content", "noise")),
+            "original_colors": Param(bool, False),
+            "style_scale": Param(float, 1.0, 0.05, self.max_style_scale),
+            "scales": Param(int, 1, 1, self.max_scales, help="coarse-to-fine levels"),
+            "style_weights": Param(list, None, help="blend weights, one per style"),
+            "stream": Param(bool, False, help="newline-delimited JSON progress, then the image"),
+            "preview": Param(bool, False, help="low-res previews in streamed progress"),
+            "max_seconds": Param(float, self.time_budget_s, 1, self.time_budget_s,
+                                 help="stop early and return the best image so far"),
+            "format": Param(str, None),
+        }
+
+
+_STYLE_FIELD = re.compile(r"style(?:_(\d+))?|styles\[(\d+)\]|styles")
+
+
+def is_image_field(name: str) -> bool:
+    """``content``; ``style``, ``style_2``, ... (multipart); ``styles`` / ``styles[i]`` (JSON)."""
+    return name == "content" or _STYLE_FIELD.fullmatch(name) is not None
+
+
+def style_fields(images: dict[str, bytes]) -> list[str]:
+    """Style image field names in the client's order: style, style_2, style_3, ..., styles[i]."""
+
+    def order(name: str) -> tuple[int, int]:
+        match = _STYLE_FIELD.fullmatch(name)
+        if name.startswith("styles"):
+            return (1, int(match.group(2) or 0))
+        return (0, int(match.group(1) or 1))
+
+    return sorted((name for name in images if name != "content"), key=order)
+
+
+def _line(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":")) + "\n"
+
+
+def start_message(size: tuple[int, int], iterations: int, levels: int, budget: float, seed: int) -> str:
+    return _line({"type": "start", "size": list(size), "iterations": iterations, "levels": levels,
+                  "budget_s": round(budget, 1), "seed": seed})
+
+
+def progress_message(progress: Progress, preview: Image.Image | None) -> str:
+    message = {
+        "type": "progress",
+        "iteration": progress.iteration,
+        "iterations": progress.iterations,
+        "level": progress.level,
+        "levels": progress.levels,
+        "size": list(progress.size),
+        "elapsed_s": round(progress.elapsed, 2),
+        "losses": {name: float(f"{value:.6g}") for name, value in progress.losses.items()},
+    }
+    if preview is not None:
+        message["preview"] = base64.b64encode(encode(preview, "jpeg", quality=75)).decode("ascii")
+        message["preview_format"] = "jpeg"
+    return _line(message)
+
+
+def result_message(result: Result, data: bytes, fmt: str, media_type: str) -> str:
+    return _line({"type": "result", **result_summary(result), "format": fmt, "media_type": media_type,
+                  "image": base64.b64encode(data).decode("ascii")})
+
+
+def result_summary(result: Result) -> dict[str, Any]:
+    """What a client needs to judge the image: how far it got, why it stopped, how to rerun."""
+    return {
+        "iterations_done": result.iterations_done,
+        "stop_reason": result.stop_reason,
+        "seed": result.seed,
+        "elapsed_s": round(result.elapsed, 2),
+        "size": list(result.image.size),
+        "losses": {name: float(f"{value:.6g}") for name, value in result.losses.items()},
+    }
+
+
+def preview_image(image: Image.Image, side: int) -> Image.Image:
+    return fit_max_side(image, side)

@@ -1,0 +1,95 @@
+"""The served ``gatys`` model over HTTP, through a real TorchServe (the ``server`` fixture).
+
+The fixture serves every archive in the model store with a random-weight VGG19 file, so
+these requests check the contract (fields, streaming, errors), not image quality.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+
+import pytest
+import requests
+from PIL import Image
+
+IMAGES = Path("/work/shared/images")
+SMALL = {"iterations": "3", "max_side": "48", "seed": "1"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def gatys_served(server) -> None:
+    store = Path(getattr(server, "model_store", "model_store"))
+    if not (store / "gatys.mar").exists():
+        pytest.fail(f"no gatys.mar in {store}: build it (python -m export build, or optimize.archive.build)")
+
+
+def _auth(server) -> dict[str, str]:
+    key = getattr(server, "inference_key", None)
+    key = key() if callable(key) else key
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def _files() -> dict:
+    return {
+        "content": ("face.jpg", (IMAGES / "content/face.jpg").read_bytes(), "image/jpeg"),
+        "style": ("wave.jpg", (IMAGES / "styles/wave.jpg").read_bytes(), "image/jpeg"),
+    }
+
+
+def _post(server, data: dict, stream: bool = False, **kwargs) -> requests.Response:
+    return requests.post(f"{server.inference_url}/predictions/gatys", files=_files(), data=data,
+                         headers=_auth(server), stream=stream, timeout=180, **kwargs)
+
+
+def test_plain_request_returns_just_the_image(server):
+    response = _post(server, SMALL)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    image = Image.open(io.BytesIO(response.content))
+    assert image.format == "PNG" and max(image.size) == 48
+    assert response.headers.get("X-Gatys-Stop-Reason") == "completed"
+
+
+def test_streamed_request_sends_progress_then_the_image(server):
+    with _post(server, {**SMALL, "stream": "true"}, stream=True) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("application/x-ndjson")
+        lines = [json.loads(line) for line in response.iter_lines() if line]
+    progress = [line for line in lines if line["type"] == "progress"]
+    assert lines[0]["type"] == "start" and len(progress) >= 2
+    assert [line["iteration"] for line in progress] == sorted(line["iteration"] for line in progress)
+    final = lines[-1]
+    assert final["type"] == "result" and final["iterations_done"] == 3
+    assert max(Image.open(io.BytesIO(base64.b64decode(final["image"]))).size) == 48
+
+
+def test_json_request_with_two_styles(server):
+    body = {
+        "content": base64.b64encode((IMAGES / "content/diana.jpg").read_bytes()).decode(),
+        "styles": [base64.b64encode((IMAGES / f"styles/{name}.jpg").read_bytes()).decode()
+                   for name in ("wave", "udnie")],
+        "style_weights": [0.5, 0.5],
+        "iterations": 2,
+        "max_side": 40,
+        "format": "jpeg",
+    }
+    response = requests.post(f"{server.inference_url}/predictions/gatys", json=body, headers=_auth(server),
+                             timeout=180)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(response.content)).format == "JPEG"
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [({"optimizer": "sgd"}, "optimizer"), ({"style_weight": "-5"}, "style_weight"),
+     ({"iterations": "1000000"}, "iterations")],
+)
+def test_bad_parameters_get_400_json(server, change, words):
+    response = _post(server, {**SMALL, **change})
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("application/json")
+    assert words in response.json()["message"]
