@@ -61,6 +61,8 @@ def decode(data: bytes | bytearray, limits: Limits = Limits(), max_side: int | N
         ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InputError("image declares more pixels than allowed", status=413) from None
+    except (OSError, SyntaxError, ValueError) as error:  # e.g. a header cut short
+        raise InputError(f"image data is corrupt or truncated ({error})") from None
     width, height = image.size
     if width * height > limits.max_input_pixels:
         raise InputError(

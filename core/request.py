@@ -110,6 +110,23 @@ def decode_base64(name: str, value: Any) -> bytes:
         raise InputError(f"field '{name}' is not valid base64") from None
 
 
+def is_kserve_v2(rows: list[Any]) -> bool:
+    """True when TorchServe's ``kservev2`` envelope has turned a request into v2 inputs."""
+    return bool(rows) and all(isinstance(r, dict) and "datatype" in r and "name" in r for r in rows)
+
+
+def from_kserve_v2(inputs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Open Inference Protocol (v2) inputs -> one request row: each input's name is a field
+    (a BYTES ``image`` input carries the base64 image), single-element data unwrapped."""
+    row: dict[str, Any] = {}
+    for item in inputs:
+        value = item.get("data")
+        if isinstance(value, list) and len(value) == 1:
+            value = value[0]
+        row[item["name"]] = value
+    return row
+
+
 def parse_request(
     row: Mapping[str, Any],
     content_type: str,

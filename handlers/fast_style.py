@@ -9,11 +9,14 @@ as multipart field ``image``, or JSON ``{"image": "<base64>", ...}``. Parameters
 fields, JSON keys or ``X-<Name>`` headers (TorchServe does not pass the query string to
 handlers): ``format`` (png|jpeg|webp; else the Accept header; else png), ``quality``,
 ``max_side``, ``strength`` (0..1 blend with the photo) and ``preserve_colors``. A bad
-request gets a 4xx JSON body naming the problem; the worker carries on.
+request gets a 4xx JSON body naming the problem; the worker carries on. Behind KServe's
+v2 protocol the image is a BYTES input named ``image`` (base64) and the output is the
+encoded image as base64.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -21,23 +24,16 @@ import time
 
 import numpy as np
 import onnxruntime as ort
-from PIL import Image
 from ts.torch_handler.base_handler import BaseHandler
 
 from core import codec
 from core.codec import InputError, Limits
-from core.color import preserve_colors
-from core.request import Job, Param, parse_request
+from core.onnx_session import providers, session_options
+from core.request import Job, from_kserve_v2, is_kserve_v2, parse_request
+from core.style_options import PARAMS, finish
 
 logger = logging.getLogger(__name__)
 
-PARAMS = {
-    "format": Param(str, None, help="png | jpeg | webp (default: Accept header, else png)"),
-    "quality": Param(int, 92, low=1, high=100, help="JPEG/WebP quality"),
-    "max_side": Param(int, None, low=16, high=16384, help="downscale so the longer side fits"),
-    "strength": Param(float, 1.0, low=0.0, high=1.0, help="1 = fully stylized, 0 = the photo"),
-    "preserve_colors": Param(bool, False, help="keep the photo's colours, take the style's luminance"),
-}
 IMAGE_FIELDS = ("image", "file")
 
 
@@ -59,11 +55,16 @@ class FastStyleHandler(BaseHandler):
             providers=providers(properties.get("gpu_id")),
         )
         self.style = context.manifest["model"]["modelName"]
+        self.kserve_v2 = False
         self.initialized = True
         logger.info("style %s on %s", self.style, self.session.get_providers()[0])
 
     def preprocess(self, data: list[dict]) -> list[Job]:
         """Parses and decodes each request; a bad one becomes a Job carrying its error."""
+        # Behind KServe (service_envelope=kservev2) one request arrives as its v2 inputs.
+        self.kserve_v2 = is_kserve_v2(data)
+        if self.kserve_v2:
+            data = [from_kserve_v2(data)]
         jobs = []
         for idx, row in enumerate(data):
             try:
@@ -109,8 +110,12 @@ class FastStyleHandler(BaseHandler):
                 continue
             result = finish(codec.from_array(job.result), job.image, job.params)
             fmt = job.params["format"]
+            encoded = codec.encode(result, fmt, job.params["quality"])
+            if self.kserve_v2:  # a v2 BYTES output: the encoded image as base64 text
+                responses.append(base64.b64encode(encoded).decode("ascii"))
+                continue
             self.context.set_response_content_type(idx, codec.MEDIA_TYPES[fmt])
-            responses.append(codec.encode(result, fmt, job.params["quality"]))
+            responses.append(encoded)
         return responses
 
     def _error(self, idx: int, error: InputError) -> str:
@@ -157,32 +162,3 @@ class FastStyleHandler(BaseHandler):
             logger.exception("unexpected failure")
             fault = InputError(f"internal error: {type(error).__name__}: {error}", status=500)
             return [self._error(idx, fault) for idx in range(len(data))]
-
-
-def finish(stylized: Image.Image, photo: Image.Image, params: dict) -> Image.Image:
-    """The user's finishing options: keep the photo's colours, then blend by strength."""
-    if params["preserve_colors"]:
-        stylized = preserve_colors(stylized, photo)
-    if params["strength"] < 1.0:
-        stylized = Image.blend(photo, stylized, params["strength"])
-    return stylized
-
-
-def session_options(intra_op_threads: int) -> ort.SessionOptions:
-    """CPU serving settings: no busy-waiting threads (workers share the cores), all graph
-    optimizations, and the memory-pattern planner off since every image size differs."""
-    options = ort.SessionOptions()
-    cores = os.cpu_count() or 1
-    options.intra_op_num_threads = intra_op_threads or max(1, cores // 2)
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.enable_mem_pattern = False
-    return options
-
-
-def providers(gpu_id) -> list:
-    """CUDA on the worker's GPU when TorchServe assigned one and the runtime has CUDA."""
-    if gpu_id is not None and "CUDAExecutionProvider" in ort.get_available_providers():
-        return [("CUDAExecutionProvider", {"device_id": int(gpu_id)}), "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]

@@ -181,7 +181,15 @@ class GatysHandler(BaseHandler):
                              on_progress=on_progress, deadline=deadline)
         log.info("gatys: %s iterations in %.1fs, stopped: %s", result.iterations_done, result.elapsed,
                  result.stop_reason)
+        self._record(result)
         return job, result
+
+    def _record(self, result: Result) -> None:
+        """Prometheus (auto-detected model metrics): iterations run and seconds spent."""
+        metrics = getattr(self.context, "metrics", None)
+        if metrics is not None:
+            metrics.add_counter("GatysIterations", result.iterations_done, None)
+            metrics.add_time("GatysOptimizeTime", result.elapsed * 1000, None, "ms")
 
     def _send(self, idx: int, line: str) -> None:
         """One streamed NDJSON line; TorchServe sends it as an HTTP chunk right away."""

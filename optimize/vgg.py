@@ -42,7 +42,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _layer_names(config: list) -> list[str]:
+def layer_names(config: list) -> list[str]:
     """Names every module of the VGG feature stack the way the papers do: conv1_1, relu1_1, ...
     pool1, conv2_1, ... so layer lists read like Gatys et al. instead of indices."""
     names, block, index = [], 1, 1
@@ -57,7 +57,7 @@ def _layer_names(config: list) -> list[str]:
 
 
 VGG19_CONFIG = cfgs["E"]
-LAYER_NAMES: list[str] = _layer_names(VGG19_CONFIG)
+LAYER_NAMES: list[str] = layer_names(VGG19_CONFIG)
 
 
 class VGGWeightsMissing(RuntimeError):

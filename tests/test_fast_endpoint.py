@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -167,3 +168,12 @@ def test_token_authorization_when_turned_on(built_store, tmp_path, small_photo):
         assert good.status_code == 200 and good.headers["Content-Type"] == "image/png"
     finally:
         guarded.stop()
+
+
+def test_handlers_publish_their_own_prometheus_metrics(server, small_photo):
+    assert _post(server, "scream", data=_jpeg(small_photo), headers={"Content-Type": "image/jpeg"}).status_code == 200
+    text = requests.get(f"{server.metrics_url}/metrics", timeout=10).text
+    latency = re.search(r'^StyleInferenceTime\{ModelName="scream",Level="Model".*\} ([0-9.e+-]+)$', text, re.M)
+    pixels = re.search(r'^StyleInputMegapixels\{ModelName="scream",Level="Model".*\} ([0-9.e+-]+)$', text, re.M)
+    assert latency and float(latency.group(1)) > 0, text[-2000:]
+    assert pixels and float(pixels.group(1)) == pytest.approx(small_photo.width * small_photo.height / 1e6, rel=1e-3)

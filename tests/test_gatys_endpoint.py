@@ -93,3 +93,11 @@ def test_bad_parameters_get_400_json(server, change, words):
     assert response.status_code == 400
     assert response.headers["content-type"].startswith("application/json")
     assert words in response.json()["message"]
+
+
+def test_gatys_iterations_reach_prometheus(server):
+    response = _post(server, {"iterations": "2", "max_side": "48"})
+    assert response.status_code == 200, response.text
+    text = requests.get(f"{server.metrics_url}/metrics", timeout=10).text
+    line = next((li for li in text.splitlines() if li.startswith('GatysIterations{ModelName="gatys"')), None)
+    assert line is not None and float(line.rsplit(" ", 1)[1]) >= 2, text[-1500:]

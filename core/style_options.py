@@ -1,0 +1,25 @@
+"""The fast path's request options and their finishing step, shared by handler and CLI."""
+
+from __future__ import annotations
+
+from PIL import Image
+
+from core.color import preserve_colors
+from core.request import Param
+
+PARAMS = {
+    "format": Param(str, None, help="png | jpeg | webp (default: Accept header, else png)"),
+    "quality": Param(int, 92, low=1, high=100, help="JPEG/WebP quality"),
+    "max_side": Param(int, None, low=16, high=16384, help="downscale so the longer side fits"),
+    "strength": Param(float, 1.0, low=0.0, high=1.0, help="1 = fully stylized, 0 = the photo"),
+    "preserve_colors": Param(bool, False, help="keep the photo's colours, take the style's luminance"),
+}
+
+
+def finish(stylized: Image.Image, photo: Image.Image, params: dict) -> Image.Image:
+    """The user's finishing options: keep the photo's colours, then blend by strength."""
+    if params["preserve_colors"]:
+        stylized = preserve_colors(stylized, photo)
+    if params["strength"] < 1.0:
+        stylized = Image.blend(photo, stylized, params["strength"])
+    return stylized

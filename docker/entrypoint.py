@@ -1,0 +1,247 @@
+#!/usr/bin/env python3
+"""Container entrypoint: render the container's TorchServe config, start it, supervise java.
+
+Why not ``torchserve --foreground``: its Python launcher does not pass SIGTERM on to the
+java frontend, so ``docker stop`` or a Kubernetes pod deletion kills the launcher and leaves
+java (and its workers) to be SIGKILLed at the end of the grace period. Here the launcher
+starts java detached, this process becomes java's parent (a child subreaper, so also
+outside a container), and a SIGTERM or SIGINT is sent on to java itself, whose shutdown
+hook stops the workers; the entrypoint exits once java has gone.
+
+Settings (environment, defaults for the image):
+  STYLE_MODEL_STORE      archives to serve (/home/model-server/model-store)
+  STYLE_MODELS           comma-separated model names to load, or "all" (all)
+  STYLE_RUNTIME_DIR      config, logs, key_file.json, temp files (/home/model-server/runtime)
+  STYLE_BIND_ADDRESS     address of the inference and metrics listeners (0.0.0.0); the
+                         management and gRPC listeners stay on 127.0.0.1
+  STYLE_TOKEN_AUTH       "true" (default) or "false": TorchServe's API tokens
+  STYLE_INFERENCE_PORT / STYLE_MANAGEMENT_PORT / STYLE_METRICS_PORT   (8080 / 8081 / 8082)
+  STYLE_GRPC_INFERENCE_PORT / STYLE_GRPC_MANAGEMENT_PORT              (7070 / 7071)
+  STYLE_WORKER_PORT      first worker socket number (9000)
+  STYLE_STOP_TIMEOUT     seconds java gets after SIGTERM before SIGKILL (25)
+Pass --print-config to print the rendered config.properties and exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from server.launch import TORCHSERVE, Ports, render_config  # noqa: E402
+
+HOME = Path("/home/model-server")
+PR_SET_CHILD_SUBREAPER = 36
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_store: Path
+    models: tuple[str, ...] | None  # None: every archive in the store
+    runtime_dir: Path
+    bind_address: str
+    token_auth: bool
+    ports: Ports
+    stop_timeout: float
+
+    @classmethod
+    def from_env(cls, env: dict[str, str]) -> Settings:
+        def port(name: str, default: int) -> int:
+            return int(env.get(f"STYLE_{name}_PORT", default))
+
+        models = env.get("STYLE_MODELS", "all").strip()
+        return cls(
+            model_store=Path(env.get("STYLE_MODEL_STORE", HOME / "model-store")).resolve(),
+            models=None if models.lower() in ("", "all") else tuple(m.strip() for m in models.split(",") if m.strip()),
+            runtime_dir=Path(env.get("STYLE_RUNTIME_DIR", HOME / "runtime")).resolve(),
+            bind_address=env.get("STYLE_BIND_ADDRESS", "0.0.0.0"),
+            token_auth=_flag(env.get("STYLE_TOKEN_AUTH", "true")),
+            ports=Ports(
+                inference=port("INFERENCE", 8080),
+                management=port("MANAGEMENT", 8081),
+                metrics=port("METRICS", 8082),
+                grpc_inference=port("GRPC_INFERENCE", 7070),
+                grpc_management=port("GRPC_MANAGEMENT", 7071),
+                first_worker=port("WORKER", 9000),
+            ),
+            stop_timeout=float(env.get("STYLE_STOP_TIMEOUT", 25)),
+        )
+
+
+def _flag(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SystemExit(f"entrypoint: STYLE_TOKEN_AUTH must be true or false, got {text!r}")
+
+
+def override(config: str, values: dict[str, str]) -> str:
+    """Sets ``key=value`` lines in a properties text, replacing the key's line if present."""
+    pending = dict(values)
+    lines = []
+    for line in config.splitlines():
+        key = line.split("=", 1)[0].strip()
+        if key in pending and not line.lstrip().startswith("#"):
+            line = f"{key}={pending.pop(key)}"
+        lines.append(line)
+    lines += [f"{key}={value}" for key, value in pending.items()]
+    return "\n".join(lines) + "\n"
+
+
+def container_config(settings: Settings) -> str:
+    """The repo's config.properties as the local launcher renders it, with only what a
+    container needs changed: inference and metrics reachable from outside the container
+    (the port mapping or the pod network decides who gets there), the chosen models."""
+    base = render_config(settings.model_store, settings.ports, settings.token_auth)
+    bind = settings.bind_address
+    return override(base, {
+        "inference_address": f"http://{bind}:{settings.ports.inference}",
+        "metrics_address": f"http://{bind}:{settings.ports.metrics}",
+        "load_models": ",".join(f"{m}.mar" for m in settings.models) if settings.models else "all",
+    })
+
+
+def _environment(settings: Settings) -> dict[str, str]:
+    tmp = settings.runtime_dir / "tmp"
+    logs = settings.runtime_dir / "logs"
+    for folder in (tmp, logs):
+        folder.mkdir(parents=True, exist_ok=True)
+    # TorchServe keeps its PID file in $TMPDIR and worker sockets in $TEMP.
+    return {**os.environ, "TMPDIR": str(tmp), "TEMP": str(tmp), "LOG_LOCATION": str(logs),
+            "METRICS_LOCATION": str(logs)}
+
+
+def start(settings: Settings) -> int:
+    """Starts TorchServe detached; returns the java frontend's PID."""
+    archives = sorted(p.stem for p in settings.model_store.glob("*.mar"))
+    if not archives:
+        raise SystemExit(
+            f"entrypoint: no .mar archives in {settings.model_store}: run scripts/build.sh before "
+            "`docker build`, or mount a model store there (STYLE_MODEL_STORE)"
+        )
+    missing = sorted(set(settings.models or ()) - set(archives))
+    if missing:
+        raise SystemExit(f"entrypoint: STYLE_MODELS names {missing}, not in {settings.model_store}: {archives}")
+    env = _environment(settings)
+    config = settings.runtime_dir / "config.properties"
+    config.write_text(container_config(settings))
+    pid_file = Path(env["TMPDIR"]) / ".model_server.pid"
+    pid_file.unlink(missing_ok=True)
+    command = [str(TORCHSERVE), "--start", "--ncs", "--model-store", str(settings.model_store),
+               "--ts-config", str(config)]
+    if not settings.token_auth:
+        command.append("--disable-token-auth")
+    # cwd: TorchServe writes key_file.json (the API tokens) into its working directory.
+    subprocess.run(command, cwd=settings.runtime_dir, env=env, check=True, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if pid_file.exists() and pid_file.read_text().strip():
+            return int(pid_file.read_text().strip())
+        time.sleep(0.1)
+    raise SystemExit(f"entrypoint: TorchServe wrote no PID file ({pid_file}); see {settings.runtime_dir}/logs")
+
+
+def _become_subreaper() -> None:
+    """Orphans (java, once its launcher exits) are re-parented to us, not to init, so we
+    can wait for them and reap them. Best effort: Linux only; PID 1 gets them anyway."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+
+
+def _reap() -> None:
+    """Collects every exited child, so none lingers as a zombie (we may be PID 1)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _alive(pid: int) -> bool:
+    _reap()
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.1)
+    return not _alive(pid)
+
+
+def stop(java: int, timeout: float) -> None:
+    """SIGTERM to java (its shutdown hook stops the workers), SIGKILL after ``timeout``,
+    then any process still descended from us (a worker java could not stop)."""
+    import psutil  # a TorchServe dependency
+
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(java, signal.SIGTERM)
+    if not _wait_gone(java, timeout):
+        print(f"entrypoint: java {java} ignored SIGTERM for {timeout:.0f}s; killing it", flush=True)
+        os.kill(java, signal.SIGKILL)
+        _wait_gone(java, 5)
+    leftovers = psutil.Process().children(recursive=True)
+    for child in leftovers:
+        child.terminate()
+    _, alive = psutil.wait_procs(leftovers, timeout=5)
+    for child in alive:
+        child.kill()
+    _reap()
+
+
+def supervise(java: int, timeout: float) -> int:
+    """Waits until java exits (1: it died by itself) or a stop signal arrives (0)."""
+    stopping: list[int] = []
+
+    def on_signal(signum: int, _frame) -> None:
+        stopping.append(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stopping:
+        if not _alive(java):
+            print(f"entrypoint: TorchServe (java {java}) exited by itself", flush=True)
+            stop(java, 0)
+            return 1
+        time.sleep(0.5)
+    print(f"entrypoint: {signal.Signals(stopping[0]).name}: stopping TorchServe (java {java})", flush=True)
+    stop(java, timeout)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    settings = Settings.from_env(dict(os.environ))
+    if "--print-config" in argv:
+        sys.stdout.write(container_config(settings))
+        return 0
+    _become_subreaper()
+    java = start(settings)
+    auth = f"tokens in {settings.runtime_dir / 'key_file.json'}" if settings.token_auth else "token auth OFF"
+    print(f"entrypoint: TorchServe java {java}, inference {settings.bind_address}:{settings.ports.inference}, "
+          f"metrics {settings.bind_address}:{settings.ports.metrics}, {auth}", flush=True)
+    return supervise(java, settings.stop_timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

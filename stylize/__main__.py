@@ -1,0 +1,98 @@
+"""``python -m stylize INPUT... -o OUT_DIR [--style NAME | --model FILE]``.
+
+Exit codes: 0 every input was painted (or its output already existed and was kept);
+1 some inputs were skipped (unreadable, not an image, too large), listed in the summary;
+2 nothing was attempted (bad arguments, model missing, no inputs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from core.codec import InputError, parse_format
+from stylize.batch import Options, collect_inputs, run_batch
+from stylize.models import DEFAULT_ONNX_DIR, ModelError, load
+
+DEFAULT_STYLE = "udnie"
+
+
+def _param(name: str):
+    """An argparse type that validates like the HTTP parameter of the same name."""
+    from stylize.shared import PARAMS
+
+    def parse(text: str):
+        try:
+            return PARAMS[name].parse(name, text)
+        except InputError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    parse.__name__ = name  # argparse names the type in its error message
+    return parse
+
+
+def _format(text: str) -> str:
+    try:
+        return parse_format(text)
+    except InputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m stylize",
+        description="Paint photos with a fast style network. Inputs are files or folders (their "
+        "visible files, not recursive); every output goes to OUT_DIR as <name>.<format>.",
+        epilog="Exit status: 0 all painted (existing outputs kept count as done), 1 some inputs "
+        "skipped (see the summary), 2 nothing attempted (arguments, model or inputs missing).",
+    )
+    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image file or folder of images")
+    p.add_argument("-o", "--out-dir", type=Path, required=True, help="folder for the paintings (created)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("-s", "--style", default=DEFAULT_STYLE,
+                       help=f"built style name (default {DEFAULT_STYLE}); its build/onnx/<style>.onnx is used")
+    which.add_argument("-m", "--model", type=Path,
+                       help="a .onnx (our layout or <style>.uint8.onnx) or a TransformerNet .pth state dict")
+    p.add_argument("--onnx-dir", type=Path, default=DEFAULT_ONNX_DIR, help="where built styles live")
+    p.add_argument("--max-side", type=_param("max_side"), help="downscale so the longer side is at most this")
+    p.add_argument("--strength", type=_param("strength"), default=1.0, help="1 = painting, 0 = the photo")
+    p.add_argument("--preserve-colors", action="store_true", help="keep the photo's colours")
+    p.add_argument("--format", type=_format, default="png", help="png (default), jpeg or webp")
+    p.add_argument("--quality", type=_param("quality"), default=92, help="JPEG/WebP quality (default 92)")
+    p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
+    bar = p.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show the bar")
+    bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show the bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    inputs = collect_inputs(args.inputs)
+    missing = [str(path) for path in args.inputs if not path.exists()]
+    if missing:
+        print(f"error: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    if not inputs:
+        print(f"error: no files in {', '.join(map(str, args.inputs))}", file=sys.stderr)
+        return 2
+    try:
+        label, runner = load(str(args.model) if args.model else args.style, args.onnx_dir, args.threads)
+    except ModelError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    options = Options(
+        fmt=args.format, quality=args.quality, max_side=args.max_side, strength=args.strength,
+        preserve_colors=args.preserve_colors, overwrite=args.overwrite,
+    )
+    started = time.perf_counter()
+    report = run_batch(inputs, args.out_dir, runner, options, progress=args.progress)
+    print(f"[{label}, {time.perf_counter() - started:.1f} s] " + report.summary(len(inputs), args.out_dir))
+    return report.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

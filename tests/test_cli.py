@@ -1,0 +1,161 @@
+"""``python -m stylize``: batches with bad files, no silent overwrites, and the same finishing
+options as the handler. Images are tiny copies of the real photos, written to tmp dirs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from PIL import Image
+
+from core import codec
+from export.networks import TransformerNet
+from server.launch import ROOT
+from stylize.__main__ import main
+from stylize.batch import output_names
+
+from .conftest import ONNX_DIR
+
+SIDE = 64
+
+
+@pytest.fixture
+def photos(content_photos, tmp_path) -> Path:
+    """A folder of small PNG copies of the real photos (PNG: lossless, so exact checks hold)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for source in content_photos:
+        image = Image.open(source).convert("RGB")
+        image.thumbnail((SIDE, SIDE))
+        image.save(folder / f"{source.stem}.png")
+    return folder
+
+
+def _run(capsys, *args: str) -> tuple[int, str]:
+    code = main([*map(str, args), "--no-progress"])
+    return code, capsys.readouterr().out
+
+
+def _pixels(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
+
+
+def test_bad_files_are_skipped_and_named_batch_goes_on(photos, tmp_path):
+    good = sorted(p.stem for p in photos.iterdir())
+    (photos / "corrupt.jpg").write_bytes(next(photos.iterdir()).read_bytes()[:300])
+    (photos / "notes.txt").write_text("not an image\n")
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "stylize", str(photos), "-o", str(out), "--style", "wave"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert sorted(p.stem for p in out.iterdir()) == good
+    for stem in good:
+        assert Image.open(out / f"{stem}.png").size == Image.open(photos / f"{stem}.png").size
+    summary = result.stdout
+    assert f"{len(good)} of {len(good) + 2} written" in summary
+    skipped = summary.split("skipped", 1)[1]
+    assert "corrupt.jpg" in skipped and "notes.txt" in skipped and "not a decodable image" in skipped
+
+
+def test_existing_output_is_kept_without_overwrite(photos, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    first = sorted(photos.iterdir())[0]
+    existing = out / f"{first.stem}.png"
+    existing.write_bytes(b"keep me")
+    code, summary = _run(capsys, photos, "-o", out)
+    assert code == 0, summary
+    assert existing.read_bytes() == b"keep me"
+    assert "kept" in summary and str(existing) in summary and "--overwrite" in summary
+    code, summary = _run(capsys, photos, "-o", out, "--overwrite")
+    assert code == 0 and Image.open(existing).format == "PNG"
+
+
+def test_default_output_is_the_model_output(photos, tmp_path, capsys):
+    code, _ = _run(capsys, photos, "-o", tmp_path / "out", "--style", "udnie")
+    assert code == 0
+    session = ort.InferenceSession(str(ONNX_DIR / "udnie.onnx"), providers=["CPUExecutionProvider"])
+    for source in photos.iterdir():
+        photo = codec.decode(source.read_bytes())
+        expected = session.run(None, {"image": codec.to_array(photo)[None]})[0][0].transpose(1, 2, 0)
+        assert np.abs(_pixels(tmp_path / "out" / source.name) - expected).max() <= 1.0
+
+
+def test_strength_zero_returns_the_photo(photos, tmp_path, capsys):
+    code, _ = _run(capsys, photos, "-o", tmp_path / "out", "--strength", "0")
+    assert code == 0
+    for source in photos.iterdir():
+        assert np.array_equal(_pixels(tmp_path / "out" / source.name), _pixels(source))
+
+
+def test_preserve_colors_keeps_the_photos_chroma(photos, tmp_path, capsys):
+    code, _ = _run(capsys, photos, "-o", tmp_path / "out", "--preserve-colors", "--style", "wave")
+    assert code == 0
+    for source in photos.iterdir():
+        painted = np.asarray(Image.open(tmp_path / "out" / source.name).convert("YCbCr"), dtype=np.float32)
+        photo = np.asarray(Image.open(source).convert("YCbCr"), dtype=np.float32)
+        assert np.abs(painted[..., 1:] - photo[..., 1:]).mean() < 2.0, "chroma changed"
+        assert np.abs(painted[..., 0] - photo[..., 0]).mean() > 5.0, "luma not stylized"
+
+
+@pytest.mark.parametrize("fmt, extension, pillow_name", [("jpeg", "jpg", "JPEG"), ("webp", "webp", "WEBP")])
+def test_output_format(photos, tmp_path, capsys, fmt, extension, pillow_name):
+    code, _ = _run(capsys, photos, "-o", tmp_path / "out", "--format", fmt)
+    assert code == 0
+    outputs = sorted((tmp_path / "out").iterdir())
+    assert [p.suffix for p in outputs] == [f".{extension}"] * len(outputs)
+    assert {Image.open(p).format for p in outputs} == {pillow_name}
+
+
+def test_max_side_downscales(photos, tmp_path, capsys):
+    code, _ = _run(capsys, photos, "-o", tmp_path / "out", "--max-side", "40")
+    assert code == 0
+    for output in (tmp_path / "out").iterdir():
+        assert max(Image.open(output).size) == 40
+
+
+def test_pth_state_dict_runs_in_pytorch(photos, tmp_path, capsys):
+    # Explicitly random weights: this checks the .pth plumbing, not the painting.
+    torch.manual_seed(0)
+    weights = tmp_path / "random_transformer_net.pth"
+    torch.save(TransformerNet().state_dict(), weights)
+    code, summary = _run(capsys, photos, "-o", tmp_path / "out", "--model", weights)
+    assert code == 0, summary
+    assert "random_transformer_net.pth" in summary
+    for source in photos.iterdir():
+        assert Image.open(tmp_path / "out" / source.name).size == Image.open(source).size
+
+
+def test_uint8_onnx_file_is_accepted(photos, tmp_path, capsys):
+    code, _ = _run(capsys, photos, "-o", tmp_path / "a", "--model", ONNX_DIR / "udnie.uint8.onnx")
+    assert code == 0
+    code, _ = _run(capsys, photos, "-o", tmp_path / "b", "--model", ONNX_DIR / "udnie.onnx")
+    for source in photos.iterdir():
+        assert np.abs(_pixels(tmp_path / "a" / source.name) - _pixels(tmp_path / "b" / source.name)).max() <= 1.0
+
+
+def test_unbuilt_style_says_how_to_build(photos, tmp_path, capsys):
+    code = main([str(photos), "-o", str(tmp_path / "out"), "--style", "udnie", "--onnx-dir", str(tmp_path)])
+    assert code == 2
+    assert "scripts/build.sh" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_arguments_exit_2(photos, tmp_path, capsys):
+    with pytest.raises(SystemExit) as raised:
+        main([str(photos), "-o", str(tmp_path), "--strength", "1.5"])
+    assert raised.value.code == 2
+    assert "strength" in capsys.readouterr().err
+    assert main([str(tmp_path / "missing"), "-o", str(tmp_path / "out")]) == 2
+
+
+def test_inputs_sharing_a_stem_get_distinct_names():
+    names = output_names([Path("a.jpg"), Path("a.png"), Path("b.jpg")], "png")
+    assert names == {Path("a.jpg"): "a_jpg.png", Path("a.png"): "a_png.png", Path("b.jpg"): "b.png"}
