@@ -193,3 +193,54 @@ def test_checkpoints_load_with_weights_only(tmp_path):
     torch.save({"conv1.conv2d.weight": Exploit()}, path)
     with pytest.raises(Exception, match="Weights only load failed|Unsupported"):
         load_pytorch_examples(path)
+
+
+# --- the gatys endpoint: the same corpus as its content image, multipart and JSON ---------
+
+GATYS_FAST = {"iterations": "1", "max_side": "48"}
+
+
+def _gatys(server, path: str, content: bytes, style: bytes, params: dict | None = None) -> requests.Response:
+    url = f"{server.inference_url}/predictions/gatys"
+    params = {**GATYS_FAST, **(params or {})}
+    if path == "multipart":
+        return requests.post(url, files={"content": ("c", content), "style": ("s", style)}, data=params, timeout=120)
+    body = {"content": base64.b64encode(content).decode(), "styles": [base64.b64encode(style).decode()], **params}
+    return requests.post(url, json=body, timeout=120)
+
+
+@pytest.mark.parametrize("path", ["multipart", "json"])
+def test_gatys_refuses_bad_images_and_keeps_serving(server, photo, path):
+    style = _save(photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT), "JPEG")
+    good = _save(photo, "JPEG")
+    for name, (payload, status, _size) in _corpus(photo).items():
+        response = _gatys(server, path, payload, style)
+        if status is None:  # decodable: an image, or a 4xx if it is too small to optimize
+            if response.status_code == 200:
+                assert Image.open(io.BytesIO(response.content)).mode == "RGB", name
+            else:
+                assert 400 <= response.status_code < 500 and response.json()["message"], f"{name}: {response.text}"
+        else:
+            assert response.status_code == status, f"{name}: {response.status_code} {response.text}"
+            assert response.json()["message"], name
+    after = _gatys(server, path, good, style)
+    assert after.status_code == 200, after.text
+
+
+def test_gatys_raw_body_and_missing_style_are_clear_4xx(server, photo):
+    url = f"{server.inference_url}/predictions/gatys"
+    raw = requests.post(url, data=_save(photo, "JPEG"), headers={"Content-Type": "image/jpeg"}, timeout=60)
+    assert 400 <= raw.status_code < 500 and "style" in raw.json()["message"]
+    no_style = requests.post(url, files={"content": ("c", _save(photo, "JPEG"))}, timeout=60)
+    assert 400 <= no_style.status_code < 500 and "style" in no_style.json()["message"]
+
+
+def test_gatys_stops_at_its_budget_and_returns_the_best_image(server, photo):
+    """A request asking for far more work than its time allows ends by its own budget (the
+    same mechanism that keeps every request inside responseTimeout), never 'Worker died'."""
+    response = _gatys(server, "multipart", _save(photo, "JPEG"), _save(photo, "PNG"),
+                      {"iterations": "1000", "max_side": "96", "max_seconds": "2"})
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Gatys-Stop-Reason"] == "time_budget"
+    assert 1 <= int(response.headers["X-Gatys-Iterations-Done"]) < 1000
+    assert Image.open(io.BytesIO(response.content)).size[0] > 0
