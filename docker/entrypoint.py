@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from server.launch import TORCHSERVE, Ports, render_config  # noqa: E402
+from server.launch import TORCHSERVE, Ports, override_properties, render_config  # noqa: E402
 
 HOME = Path("/home/model-server")
 PR_SET_CHILD_SUBREAPER = 36
@@ -86,26 +86,13 @@ def _flag(text: str) -> bool:
     raise SystemExit(f"entrypoint: STYLE_TOKEN_AUTH must be true or false, got {text!r}")
 
 
-def override(config: str, values: dict[str, str]) -> str:
-    """Sets ``key=value`` lines in a properties text, replacing the key's line if present."""
-    pending = dict(values)
-    lines = []
-    for line in config.splitlines():
-        key = line.split("=", 1)[0].strip()
-        if key in pending and not line.lstrip().startswith("#"):
-            line = f"{key}={pending.pop(key)}"
-        lines.append(line)
-    lines += [f"{key}={value}" for key, value in pending.items()]
-    return "\n".join(lines) + "\n"
-
-
 def container_config(settings: Settings) -> str:
     """The repo's config.properties as the local launcher renders it, with only what a
     container needs changed: inference and metrics reachable from outside the container
     (the port mapping or the pod network decides who gets there), the chosen models."""
     base = render_config(settings.model_store, settings.ports, settings.token_auth)
     bind = settings.bind_address
-    return override(base, {
+    return override_properties(base, {
         "inference_address": f"http://{bind}:{settings.ports.inference}",
         "metrics_address": f"http://{bind}:{settings.ports.metrics}",
         "load_models": ",".join(f"{m}.mar" for m in settings.models) if settings.models else "all",

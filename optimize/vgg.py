@@ -140,13 +140,14 @@ def load_vgg19_features(path: Path | None = None) -> nn.Sequential:
 
 
 def random_vgg19_features(seed: int = 0) -> nn.Sequential:
-    """The same architecture with random weights, for tests and timing only.
+    """The same architecture with random weights, for tests and timing only."""
+    return randomize(build_features(), seed)
 
-    Uses torchvision's VGG initialization (Kaiming normal, fan-out) so activations keep a
-    workable scale through 16 convolutions, as they would with trained weights.
-    """
+
+def randomize(features: nn.Sequential, seed: int = 0) -> nn.Sequential:
+    """Seeded random weights in place, as torchvision initializes VGG (Kaiming normal,
+    fan-out), so activations keep a workable scale through 16 convolutions. Tests only."""
     generator = torch.Generator().manual_seed(seed)
-    features = build_features()
     with torch.no_grad():
         for module in features.modules():
             if isinstance(module, nn.Conv2d):

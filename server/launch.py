@@ -65,13 +65,19 @@ def render_config(model_store: Path, ports: Ports, token_auth: bool) -> str:
         "allowed_urls": _properties_escape("file://" + re.escape(str(model_store)) + r"/[A-Za-z0-9_-]+\.mar"),
         "disable_token_authorization": "false" if token_auth else "true",
     }
+    return override_properties((ROOT / "config.properties").read_text(), overrides)
+
+
+def override_properties(config: str, values: dict[str, str]) -> str:
+    """Sets ``key=value`` lines in a properties text, replacing the key's line if present."""
+    pending = dict(values)
     lines = []
-    for line in (ROOT / "config.properties").read_text().splitlines():
+    for line in config.splitlines():
         key = line.split("=", 1)[0].strip()
-        if key in overrides and not line.lstrip().startswith("#"):
-            line = f"{key}={overrides.pop(key)}"
+        if key in pending and not line.lstrip().startswith("#"):
+            line = f"{key}={pending.pop(key)}"
         lines.append(line)
-    lines += [f"{key}={value}" for key, value in overrides.items()]
+    lines += [f"{key}={value}" for key, value in pending.items()]
     return "\n".join(lines) + "\n"
 
 

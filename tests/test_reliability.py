@@ -244,3 +244,19 @@ def test_gatys_stops_at_its_budget_and_returns_the_best_image(server, photo):
     assert response.headers["X-Gatys-Stop-Reason"] == "time_budget"
     assert 1 <= int(response.headers["X-Gatys-Iterations-Done"]) < 1000
     assert Image.open(io.BytesIO(response.content)).size[0] > 0
+
+
+def test_no_secrets_in_the_repo_or_the_image_context():
+    """Token files TorchServe writes (key_file.json) and private keys never get tracked or
+    into the Docker build context; the runtime folder they land in is ignored."""
+    import subprocess
+
+    from server.launch import ROOT
+
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    assert not [f for f in tracked if f.endswith(("key_file.json", ".pem", ".key", ".p12"))]
+    ignored = subprocess.run(["git", "check-ignore", "build/server/key_file.json"], cwd=ROOT, capture_output=True)
+    assert ignored.returncode == 0, "build/ (where the launcher's key_file.json goes) must be git-ignored"
+    context = (ROOT / ".dockerignore").read_text().split()
+    assert context[0] == "*" or "*" in context, ".dockerignore must be an allow-list"
+    assert not any(line.startswith("!") and ("build" in line or "key" in line) for line in context)

@@ -23,7 +23,7 @@ from torch import nn
 from torchvision.models import VGG16_Weights, VGG19_Weights
 from torchvision.models.vgg import cfgs, make_layers
 
-from optimize.vgg import IMAGENET_MEAN, IMAGENET_STD, VGGWeightsMissing, layer_names
+from optimize.vgg import IMAGENET_MEAN, IMAGENET_STD, VGGWeightsMissing, layer_names, randomize
 
 __all__ = ["ARCHITECTURES", "FeatureTaps", "VGGWeightsMissing", "load_features", "random_features"]
 
@@ -104,17 +104,8 @@ def load_features(arch_name: str, path: Path | None = None) -> nn.Sequential:
 
 
 def random_features(arch_name: str, seed: int = 0) -> nn.Sequential:
-    """TEST-ONLY: the architecture with seeded random weights (Kaiming normal, fan-out, as
-    torchvision initializes VGG, so activations keep a workable scale). Not style transfer."""
-    generator = torch.Generator().manual_seed(seed)
-    features = make_layers(ARCHITECTURES[arch_name].config, batch_norm=False)
-    with torch.no_grad():
-        for module in features.modules():
-            if isinstance(module, nn.Conv2d):
-                fan_out = module.out_channels * module.kernel_size[0] * module.kernel_size[1]
-                module.weight.normal_(0.0, (2.0 / fan_out) ** 0.5, generator=generator)
-                module.bias.zero_()
-    return features
+    """TEST-ONLY: the architecture with seeded random weights. Not style transfer."""
+    return randomize(make_layers(ARCHITECTURES[arch_name].config, batch_norm=False), seed)
 
 
 class FeatureTaps(nn.Module):
