@@ -11,7 +11,9 @@ import os
 from pathlib import Path
 
 import pytest
+import ts
 from PIL import Image
+from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
 from server.launch import ROOT, Server, free_ports
 
@@ -19,6 +21,13 @@ SHARED = Path(os.environ.get("STYLE_SHARED_DIR", ROOT.parent / "shared"))
 MODEL_STORE = ROOT / "model_store"
 ONNX_DIR = ROOT / "build" / "onnx"
 DEFAULT_STYLES = ("la_muse", "rain_princess", "scream", "udnie", "wave", "wreck")
+
+
+def ts_metrics() -> MetricsCacheYamlImpl:
+    """TorchServe's own metrics cache, as a worker builds it, so handler metric calls are real."""
+    metrics = MetricsCacheYamlImpl(config_file_path=str(Path(ts.__file__).parent / "configs" / "metrics.yaml"))
+    metrics.initialize_cache()
+    return metrics
 
 
 @pytest.fixture(scope="session")

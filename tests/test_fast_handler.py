@@ -5,28 +5,23 @@ from __future__ import annotations
 import base64
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-import ts
 from PIL import Image
 from ts.context import Context, RequestProcessor
-from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 from ts.torch_handler.request_envelope.kservev2 import KServev2Envelope
 
 from core import codec
 from handlers.fast_style import FastStyleHandler
 
-from .conftest import ONNX_DIR
+from .conftest import ONNX_DIR, ts_metrics
 
 
 @pytest.fixture(scope="module")
 def context(built_store) -> Context:
     manifest = {"model": {"modelName": "udnie", "serializedFile": "udnie.onnx"}}
-    metrics = MetricsCacheYamlImpl(config_file_path=str(Path(ts.__file__).parent / "configs" / "metrics.yaml"))
-    metrics.initialize_cache()
-    return Context("udnie", str(ONNX_DIR), manifest, 1, None, "0.12.0", metrics=metrics)
+    return Context("udnie", str(ONNX_DIR), manifest, 1, None, "0.12.0", metrics=ts_metrics())
 
 
 @pytest.fixture(scope="module")

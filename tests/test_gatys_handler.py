@@ -22,6 +22,8 @@ from handlers.gatys import GatysHandler
 from optimize.serving import ServingLimits
 from optimize.vgg import ENV_ALLOW_UNVERIFIED, ENV_WEIGHTS, write_random_weights
 
+from .conftest import ts_metrics
+
 IMAGES = Path("/work/shared/images")
 MULTIPART = "multipart/form-data; boundary=xyz"
 CONFIG = {
@@ -40,15 +42,10 @@ class FakeSocket:
         self.sent.append(bytes(data))
 
 
-class NoMetrics:
-    def add_time(self, *args, **kwargs) -> None:
-        pass
-
-
 def _context(config: dict = CONFIG) -> Context:
     context = Context("gatys", "/tmp", {"model": {"modelName": "gatys"}}, 1, None, "0.12.0",
                       model_yaml_config=config)
-    context.metrics = NoMetrics()
+    context.metrics = ts_metrics()
     context.cl_socket = FakeSocket()
     return context
 
