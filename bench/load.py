@@ -29,6 +29,8 @@ import psutil
 import requests
 from PIL import Image
 
+from bench.photos import content_photos
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -61,11 +63,8 @@ class LoadResult:
 def test_images(side: int = 192) -> list[bytes]:
     """JPEGs of a real photo at a few sizes (content photos from ../shared if present, else
     matplotlib's sample photo), so batches mix sizes the way real traffic does."""
-    from export.onnx_export import default_parity_photo
-
-    photos = sorted((ROOT.parent / "shared" / "images" / "content").glob("*.jpg")) or [default_parity_photo()]
     bodies = []
-    for photo, scale in itertools.product(photos, (1.0, 0.75)):
+    for photo, scale in itertools.product(content_photos(), (1.0, 0.75)):
         image = Image.open(photo).convert("RGB")
         image.thumbnail((int(side * scale), int(side * scale)))
         buffer = io.BytesIO()

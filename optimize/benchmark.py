@@ -19,7 +19,8 @@ from PIL import Image
 from optimize.transfer import Settings, stylize
 from optimize.vgg import load_vgg19_features, random_vgg19_features
 
-IMAGES = Path("/work/shared/images")
+#: Real photos beside the checkout (``../shared/images``, as in CI).
+IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
 
 
 def seconds_per_iteration(features, content, style, side: int, optimizer: str, iterations: int) -> float:

@@ -4,13 +4,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+apt_install() {  # apt-get as root, or through sudo otherwise
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
 if ! command -v java >/dev/null 2>&1; then
   echo "[install] Java not found: installing openjdk-17-jre-headless (TorchServe's frontend)"
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null
-  else
-    sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null
-  fi
+  apt_install openjdk-17-jre-headless
+fi
+# Debian's chromium drives the Streamlit browser test; Playwright's own browser download is
+# never used (these machines cannot reach it). Set SKIP_CHROMIUM=1 to skip on servers.
+if [ -z "${SKIP_CHROMIUM:-}" ] && ! command -v chromium >/dev/null 2>&1; then
+  echo "[install] chromium not found: installing it from apt (browser test of the Streamlit page)"
+  apt_install chromium
 fi
 
 PYTHON=${PYTHON:-python3.11}

@@ -14,7 +14,8 @@ import yaml
 
 from export.__main__ import FAST_MODEL_CONFIG, MODEL_STORE, ONNX_DIR
 from export.archive import ROOT, package
-from export.onnx_export import default_parity_photo, export_style
+from export.onnx_export import export_style
+from export.photos import default_parity_photo
 from export.weights import load_pytorch_examples
 
 #: TorchServe model names (and this project's allowed_urls pattern) admit only these.

@@ -133,7 +133,7 @@ class SampleWriter:
 
     def __init__(self, settings: Settings, device: torch.device):
         if settings.sample_image is None:  # imported here: it brings in ONNX, which training never needs
-            from export.onnx_export import default_parity_photo
+            from export.photos import default_parity_photo
         photo = settings.sample_image or default_parity_photo()
         self.photo = to_tensor(read_image(photo, max_side=settings.sample_size))[None].to(device)
         self.folder = Path(settings.save_dir) / "samples"

@@ -1,0 +1,193 @@
+"""Talking to TorchServe for the page, and the fast path with its local ONNX Runtime fallback.
+
+Kept free of Streamlit so the unit tests and ``AppTest`` exercise the same code, and so the
+page stays a layout. HTTP goes through the standard library: the app needs two request
+shapes (a multipart POST, streamed lines), not another dependency.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from http.client import HTTPResponse
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from app import local
+from core import codec
+from core.style_options import PARAMS
+from stylize.models import ModelError
+
+DEFAULT_SERVER_URL = "http://127.0.0.1:8080"
+#: How long to wait for ``/ping``: a missing server must not stall the page.
+PING_TIMEOUT_S = 2.0
+#: A fast style answers in seconds; this only bounds a server that hangs.
+FAST_TIMEOUT_S = 120.0
+#: Server answers that mean "this server cannot do it" rather than "your request is wrong":
+#: the model is not registered (404) or the server failed (5xx). Those fall back to local.
+_SERVER_SIDE = (404, 500, 502, 503, 504, 507)
+
+#: Multipart file parts: field name -> (file name, bytes, media type).
+Files = dict[str, tuple[str, bytes, str]]
+
+
+class ClientError(Exception):
+    """Something the user must fix or know (bad image, 4xx from the server, no Gatys server);
+    the message is shown as is."""
+
+
+@dataclass(frozen=True)
+class FastOptions:
+    """The fast path's knobs, validated with the handler's own ``PARAMS`` bounds."""
+
+    strength: float = 1.0
+    preserve_colors: bool = False
+    max_side: int | None = 512
+
+    def params(self) -> dict[str, Any]:
+        """The ``finish``/handler parameter dict; out-of-range values raise ``InputError``."""
+        return {
+            "strength": PARAMS["strength"].parse("strength", self.strength),
+            "preserve_colors": PARAMS["preserve_colors"].parse("preserve_colors", self.preserve_colors),
+            "max_side": None if self.max_side is None else PARAMS["max_side"].parse("max_side", self.max_side),
+        }
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The before/after pair, the PNG to download, and which backend produced it."""
+
+    before: Image.Image
+    after: Image.Image
+    png: bytes
+    backend: str  # "server" or "local"
+    note: str
+
+
+def server_url() -> str:
+    """``$STYLE_SERVER_URL`` (the TorchServe inference address), else the local default."""
+    return normalize_url(os.environ.get("STYLE_SERVER_URL") or DEFAULT_SERVER_URL)
+
+
+def normalize_url(url: str) -> str:
+    """Trailing slashes dropped, so ``f"{url}/ping"`` is right; anything but http(s) refused."""
+    url = url.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise ClientError(f"server URL must start with http:// or https://, got {url!r}")
+    return url
+
+
+def _headers(content_type: str | None = None) -> dict[str, str]:
+    """``$STYLE_SERVER_TOKEN``, if set, is TorchServe's inference key (token authorization)."""
+    headers = {"Accept": "image/png, application/json"}
+    if content_type:
+        headers["Content-Type"] = content_type
+    token = os.environ.get("STYLE_SERVER_TOKEN")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+def why(error: OSError) -> object:
+    """The useful part of a connection error (``URLError.reason``, e.g. "Connection refused")."""
+    return getattr(error, "reason", error)
+
+
+def ping(url: str, timeout: float = PING_TIMEOUT_S) -> str | None:
+    """None when TorchServe at ``url`` reports healthy, else why not (for the page to say)."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(f"{url}/ping", headers=_headers()), timeout=timeout) as r:
+            status = json.loads(r.read() or b"{}").get("status", "")
+            return None if status == "Healthy" else f"reports status {status!r}"
+    except urllib.error.HTTPError as error:
+        return f"answered /ping with HTTP {error.code}"
+    except OSError as error:  # URLError, refused, timed out
+        return f"is not reachable ({why(error)})"
+    except ValueError:
+        return "answered /ping with something that is not TorchServe's JSON"
+
+
+def multipart(fields: dict[str, str], files: Files) -> tuple[bytes, str]:
+    """Encodes a ``multipart/form-data`` body; returns it and its Content-Type header."""
+    boundary = f"----style-app-{uuid.uuid4().hex}"
+    parts: list[bytes] = []
+    for name, value in fields.items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    for name, (filename, data, media_type) in files.items():
+        head = (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+                f"Content-Type: {media_type}\r\n\r\n")
+        parts += [head.encode(), data, b"\r\n"]
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+def post(url: str, fields: dict[str, str], files: Files, timeout: float) -> HTTPResponse:
+    """A multipart POST; the open response is returned so streamed answers can be read line by line."""
+    body, content_type = multipart(fields, files)
+    request = urllib.request.Request(url, data=body, headers=_headers(content_type), method="POST")
+    return urllib.request.urlopen(request, timeout=timeout)
+
+
+def error_message(error: urllib.error.HTTPError) -> str:
+    """The ``message`` of the server's JSON error body, else its text (shortened)."""
+    try:
+        body = error.read()
+    except OSError:
+        body = b""
+    try:
+        return str(json.loads(body)["message"])
+    except (ValueError, KeyError, TypeError):
+        return body.decode("utf-8", "replace").strip()[:300] or f"HTTP {error.code}"
+
+
+def decode_photo(data: bytes, max_side: int | None) -> Image.Image:
+    """The project's codec (EXIF, transparency, size limits), its refusal shown to the user."""
+    try:
+        return codec.decode(data, max_side=max_side)
+    except codec.InputError as error:
+        raise ClientError(f"Cannot read that image: {error}") from None
+
+
+def _fast_fields(params: dict[str, Any]) -> dict[str, str]:
+    return {"format": "png", "strength": str(params["strength"]),
+            "preserve_colors": "true" if params["preserve_colors"] else "false"}
+
+
+def stylize_fast(photo_bytes: bytes, style: str, options: FastOptions, url: str, onnx_dir: Path,
+                 timeout: float = FAST_TIMEOUT_S) -> Outcome:
+    """Stylizes with TorchServe's ``/predictions/<style>``; when the server is unreachable or
+    cannot serve the style, with the local ONNX file instead. ``Outcome.note`` says which.
+
+    The photo is decoded and downscaled here, then sent as PNG (lossless), so the server
+    works on exactly the "before" image the page shows.
+    """
+    params = options.params()
+    photo = decode_photo(photo_bytes, params["max_side"])
+    url = normalize_url(url)
+    reason = ping(url)
+    if reason is None:
+        try:
+            with post(f"{url}/predictions/{style}", _fast_fields(params),
+                      {"image": ("photo.png", codec.encode(photo, "png"), "image/png")}, timeout) as response:
+                data = response.read()
+            return Outcome(photo, codec.decode(data), data, "server",
+                           f"Stylized by TorchServe at {url} (model '{style}').")
+        except urllib.error.HTTPError as error:
+            message = error_message(error)
+            if error.code not in _SERVER_SIDE:
+                raise ClientError(f"The server refused the request (HTTP {error.code}): {message}") from None
+            reason = f"could not serve '{style}' (HTTP {error.code}: {message})"
+        except OSError as error:
+            reason = f"failed during the request ({why(error)})"
+    try:
+        after = local.stylize(photo, style, params, onnx_dir)
+    except ModelError as error:
+        raise ClientError(f"The server at {url} {reason}, and the local fallback cannot run: {error}") from None
+    note = f"Stylized locally with ONNX Runtime ({style}.onnx): the server at {url} {reason}."
+    return Outcome(photo, after, codec.encode(after, "png"), "local", note)

@@ -1,0 +1,161 @@
+"""The Streamlit page: upload a photo, pick a fast style or the Gatys path, see before/after.
+
+Only layout and session state live here; every decision (server or local, stream parsing,
+finishing) is in ``app.client`` and ``app.gatys`` so tests can drive it without a browser.
+
+Run it with ``scripts/app.sh`` (``streamlit run app/streamlit_app.py`` on 127.0.0.1); the
+TorchServe address comes from ``$STYLE_SERVER_URL`` and can be changed in the sidebar.
+``app/.streamlit/config.toml`` keeps a bare ``streamlit run`` on loopback too.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+# `streamlit run` puts this file's folder, not the repository, on sys.path.
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+from streamlit.runtime.uploaded_file_manager import UploadedFile  # noqa: E402
+
+from app import client, gatys, styles  # noqa: E402
+
+FAST, GATYS = "Fast style", "Gatys (slow, iterative)"
+IMAGE_TYPES = ["jpg", "jpeg", "png", "webp"]
+PICKER_COLUMNS = 6
+
+#: Runs the chosen path on the uploaded photo's bytes; what the Stylize button calls.
+Job = Callable[[bytes], client.Outcome]
+
+
+@st.cache_data(ttl=10, show_spinner=False)
+def server_status(url: str) -> str | None:
+    """Cached briefly: the page reruns on every widget change and must not ping each time."""
+    return client.ping(url)
+
+
+def sidebar() -> str:
+    """The server URL (from ``$STYLE_SERVER_URL``) and whether it answers right now."""
+    st.sidebar.header("Server")
+    url = st.sidebar.text_input("TorchServe inference URL", value=client.server_url(), key="server_url",
+                                help="Set the default with STYLE_SERVER_URL.")
+    try:
+        reason = server_status(client.normalize_url(url))
+    except client.ClientError as error:
+        st.sidebar.error(str(error))
+        return url
+    if reason is None:
+        st.sidebar.success("TorchServe is reachable.")
+    else:
+        st.sidebar.warning(f"The server {reason}. Fast styles will run locally with ONNX Runtime; "
+                           "the Gatys path needs the server.")
+    return url
+
+
+def style_picker() -> str:
+    """Thumbnails of the paintings (when their folder exists), then the choice by name."""
+    names = styles.available_styles()
+    folder = styles.paintings_dir()
+    for start in range(0, len(names), PICKER_COLUMNS):
+        row = names[start:start + PICKER_COLUMNS]
+        for column, name in zip(st.columns(PICKER_COLUMNS), row, strict=False):
+            path = styles.painting_path(name, folder)
+            thumb = styles.thumbnail(path) if path else None
+            if thumb is not None:
+                column.image(thumb, caption=name, width="stretch")
+            else:
+                column.caption(name)
+    return st.radio("Style", names, horizontal=True, key="style")
+
+
+def finishing() -> tuple[float, bool]:
+    """Strength and colour preservation: the same options, and code, on both paths."""
+    strength = st.slider("Strength", 0.0, 1.0, 1.0, step=0.05, key="strength",
+                         help="1 = the painting, 0 = the photo; in between blends them.")
+    return strength, st.checkbox("Preserve the photo's colours", key="preserve_colors")
+
+
+def fast_inputs(url: str) -> tuple[str, Job]:
+    """The style picker and size; the job calls the server, else local ONNX Runtime."""
+    style = style_picker()
+    max_side = st.slider("Longer side (px)", 64, 1024, 512, step=32, key="fast_size",
+                         help="The photo is downscaled to this before stylizing.")
+    options = client.FastOptions(*finishing(), max_side)
+
+    def job(photo: bytes) -> client.Outcome:
+        with st.spinner(f"Painting in the style of {style}…"):
+            return client.stylize_fast(photo, style, options, url, styles.onnx_dir())
+
+    return style, job
+
+
+def gatys_inputs(url: str) -> tuple[str, Job] | None:
+    """The style image and the optimization's size; None until a style image is uploaded."""
+    style_file: UploadedFile | None = st.file_uploader("Style image (a painting)", type=IMAGE_TYPES,
+                                                       key="style_image")
+    iterations = st.slider("Iterations", 1, 300, 20, key="iterations",
+                           help="Each one is an L-BFGS step over the whole image: seconds on a CPU.")
+    max_side = st.slider("Size (longer side, px)", 32, 1024, 256, step=32, key="gatys_size")
+    options = gatys.Options(iterations, max_side, *finishing())
+    if style_file is None:
+        return None
+    return "gatys", lambda photo: gatys.stylize(photo, style_file.getvalue(), options, url, progress_reporter())
+
+
+def progress_reporter() -> Callable[[gatys.Progress], None]:
+    """A callback that moves a progress bar and shows the server's low-res previews."""
+    bar = st.progress(0.0, text="Waiting for the server…")
+    preview = st.empty()
+
+    def report(progress: gatys.Progress) -> None:
+        loss = "" if progress.loss is None else f", loss {progress.loss:.4g}"
+        bar.progress(progress.fraction, text=(
+            f"Iteration {progress.iteration}/{progress.iterations} (level {progress.level}/{progress.levels}), "
+            f"{progress.elapsed_s:.1f} s{loss}"))
+        if progress.preview is not None:
+            preview.image(progress.preview, caption="Preview", width=256)
+
+    return report
+
+
+def show(outcome: client.Outcome, file_name: str) -> None:
+    """Which backend painted it, before and after side by side, and the PNG to download."""
+    with st.container(key="result"):
+        (st.success if outcome.backend == "server" else st.info)(outcome.note)
+        before, after = st.columns(2)
+        before.image(outcome.before, caption="Before", width="stretch")
+        after.image(outcome.after, caption="After", width="stretch")
+        st.download_button("Download PNG", data=outcome.png, file_name=file_name, mime="image/png",
+                           on_click="ignore", key="download")
+
+
+def main() -> None:
+    st.set_page_config(page_title="Neural style transfer", layout="wide")
+    st.title("Neural style transfer")
+    url = sidebar()
+    photo: UploadedFile | None = st.file_uploader("Photo", type=IMAGE_TYPES, key="photo")
+    method = st.radio("Method", [FAST, GATYS], horizontal=True, key="method")
+    chosen = fast_inputs(url) if method == FAST else gatys_inputs(url)
+
+    ready = photo is not None and chosen is not None
+    if st.button("Stylize", type="primary", disabled=not ready, key="stylize") and ready:
+        label, job = chosen
+        st.session_state.pop("outcome", None)
+        try:
+            outcome = job(photo.getvalue())
+            st.session_state["outcome"] = (photo.file_id, outcome, f"{Path(photo.name).stem}-{label}.png")
+        except client.ClientError as error:
+            st.error(str(error))
+    elif not ready:
+        st.caption("Upload a photo" + (" and a style image" if method == GATYS else "") + " to start.")
+
+    kept = st.session_state.get("outcome")
+    if kept and photo is not None and kept[0] == photo.file_id:  # a new photo hides the old result
+        show(kept[1], kept[2])
+
+
+main()

@@ -1,0 +1,66 @@
+"""Which fast styles the app offers, and the painting thumbnails shown beside their names.
+
+The paintings are not part of this repository (their licences differ from the code's), so
+their folder is configurable and optional: without it the picker shows the names only.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+from core import codec
+from export.weights import DEFAULT_STYLES
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_PAINTINGS_DIR = ROOT.parent / "shared" / "images" / "styles"
+DEFAULT_ONNX_DIR = ROOT / "build" / "onnx"
+THUMBNAIL_SIDE = 160
+_PAINTING_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+
+
+def paintings_dir() -> Path:
+    """``$STYLE_PAINTINGS_DIR``, else ``<repo>/../shared/images/styles`` (dev machines)."""
+    return Path(os.environ.get("STYLE_PAINTINGS_DIR") or DEFAULT_PAINTINGS_DIR)
+
+
+def onnx_dir() -> Path:
+    """Where ``scripts/build.sh`` put the ``<style>.onnx`` files the local fallback runs."""
+    return Path(os.environ.get("STYLE_ONNX_DIR") or DEFAULT_ONNX_DIR)
+
+
+def available_styles(built_dir: Path | None = None) -> list[str]:
+    """The default styles first, then any extra style built into the ONNX folder
+    (``python -m export build --styles candy``), so a new build shows up without code changes.
+
+    Only ``<name>.onnx`` with a dot-free name counts: style names cannot contain dots
+    (``train.export.NAME``), while each derived file beside it does (``.uint8``, ``.int8``,
+    ``.fp16``), and those are other forms of a style, not styles to offer."""
+    built_dir = built_dir or onnx_dir()
+    names = {path.name.removesuffix(".onnx") for path in built_dir.glob("*.onnx")}  # none if it is absent
+    return [*DEFAULT_STYLES, *sorted(name for name in names if "." not in name and name not in DEFAULT_STYLES)]
+
+
+def painting_path(style: str, folder: Path | None = None) -> Path | None:
+    """The style's painting in the paintings folder, or None when it (or the folder) is absent."""
+    folder = folder or paintings_dir()
+    for suffix in _PAINTING_SUFFIXES:
+        path = folder / f"{style}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+@lru_cache(maxsize=64)
+def thumbnail(path: Path, side: int = THUMBNAIL_SIDE) -> Image.Image | None:
+    """A small square RGB crop for the picker, so the row of paintings lines up whatever
+    their shapes (cached: the page reruns on every click). None for an unreadable file,
+    which then shows as a name only, like a missing one."""
+    try:
+        image = codec.decode(path.read_bytes(), max_side=2 * side)  # the crop keeps at least half
+    except (OSError, codec.InputError):
+        return None
+    return ImageOps.fit(image, (side, side), Image.Resampling.LANCZOS)

@@ -1,0 +1,119 @@
+"""``python -m bench``: the whole benchmark in one run, written to ``bench/results/``.
+
+    .venv/bin/python -m bench                 # full run (about 40 minutes on 2 cores)
+    .venv/bin/python -m bench --quick         # small sizes, 2 runs: checks the machinery
+
+Everything is measured in the same run on the same machine, and the report leads with
+ratios (to this machine's matmul rate, to fp32, to the bare model), which carry over
+between machines where absolute times do not. Needs the built models
+(``scripts/build.sh``); the Gatys part needs ``../shared/images`` beside the checkout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import onnxruntime
+import torch
+
+from bench import isolated, report
+from bench.model_speed import KINDS, ORT_VARIANTS, network_flops, onnx_path
+from bench.photos import ROOT
+
+RESULTS = ROOT / "bench" / "results"
+SIZES = [(256, 256), (512, 512), (680, 1024), (2048, 2048)]
+QUICK_SIZES = [(128, 128), (192, 256)]
+#: A case whose projected time (previous size's median scaled by pixels, times warm-up plus
+#: runs) exceeds this is skipped and reported as skipped, not silently dropped.
+CASE_BUDGET_S = 420
+
+
+def machine() -> dict:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor())
+    return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def model_cases(style: str, sizes: list[tuple[int, int]], runs: int, threads: int) -> list[dict]:
+    rows: list[dict] = []
+    for kind in KINDS:
+        previous: dict | None = None
+        for height, width in sizes:
+            row = {"kind": kind, "height": height, "width": width,
+                   "flops": network_flops(style, height, width)}
+            if kind in ORT_VARIANTS and not onnx_path(style, kind).exists():
+                row["skipped"] = f"{onnx_path(style, kind).name} not built"
+            elif previous and "median_s" in previous:
+                projected = previous["median_s"] * row["flops"] / previous["flops"] * (runs + 1)
+                if projected > CASE_BUDGET_S:
+                    row["skipped"] = f"projected {projected:.0f}s for {runs + 1} calls exceeds {CASE_BUDGET_S}s"
+            if "skipped" not in row:
+                row.update(isolated.run("bench.model_speed:time_network", kind=kind, style=style, height=height,
+                                        width=width, runs=runs, threads=threads))
+            print(f"  {kind:14} {width}x{height}: {report.brief(row)}", flush=True)
+            rows.append(row)
+            previous = row
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--style", default="udnie", help="a built style (all share one architecture family)")
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per case, after one warm-up")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and 2 runs: a smoke test")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--skip", nargs="*", default=[], choices=["models", "quality", "highres", "serving", "gatys"])
+    args = parser.parse_args(argv)
+    if not onnx_path(args.style, "ort_fp32").exists():
+        print(f"error: {onnx_path(args.style, 'ort_fp32')} missing: run scripts/build.sh first", file=sys.stderr)
+        return 2
+    runs = 2 if args.quick else args.runs
+    sizes = QUICK_SIZES if args.quick else SIZES
+    threads = os.cpu_count() or 1
+    results: dict = {"machine": machine(), "style": args.style, "runs": runs, "threads": threads, "quick": args.quick}
+
+    print("matmul yardstick", flush=True)
+    results["matmul"] = {str(t): isolated.run("bench.model_speed:matmul_gflops", threads=t)
+                         for t in sorted({threads, max(1, threads // 2)})}
+    if "models" not in args.skip:
+        print("fast path, bare network", flush=True)
+        results["models"] = model_cases(args.style, sizes, runs, threads)
+    if "quality" not in args.skip:
+        print("reduced-precision quality", flush=True)
+        results["quality"] = isolated.run("bench.quality:variants", style=args.style, side=128 if args.quick else 512)
+    if "highres" not in args.skip:
+        print("high resolution: tiled vs whole image", flush=True)
+        results["highres"] = [
+            isolated.run("bench.quality:tiled_or_whole", style=args.style, side=side, tiled=tiled, threads=threads)
+            for side in ([512] if args.quick else [2048, 4096]) for tiled in (False, True)
+        ]
+    if "serving" not in args.skip:
+        print("end to end through TorchServe", flush=True)
+        from bench.serving import end_to_end
+
+        results["serving"] = end_to_end(args.style, sizes[-2:] if args.quick else [(512, 512), (680, 1024)],
+                                        runs=2 if args.quick else 8, concurrency=[1, 4])
+    if "gatys" not in args.skip:
+        print("gatys path", flush=True)
+        results["gatys"] = isolated.run(
+            "bench.gatys_speed:measure", sides=[64, 96] if args.quick else [256, 512],
+            iterations=2 if args.quick else 5, ctf_side=64 if args.quick else 256,
+            ctf_iterations=4 if args.quick else 20, scales=2, threads=threads)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(results, indent=1))
+    report.write(results, args.out)
+    print(f"wrote {args.out / 'REPORT.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

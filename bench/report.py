@@ -1,0 +1,210 @@
+"""``results.json`` -> ``REPORT.md`` and two plots: ratios first, absolute times beside them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+#: The issue's targets on this machine, checked against the run (not asserted by tests).
+TARGET_FP32_OF_MATMUL = 0.90
+TARGET_INT8_SPEEDUP = 1.6
+TARGET_INT8_PSNR = 30.0
+TARGET_SERVER_OVERHEAD = 1.10
+TARGET_TILED_RSS_MB = 3 * 1024
+
+
+def brief(row: dict) -> str:
+    if "skipped" in row:
+        return f"skipped ({row['skipped']})"
+    if "error" in row:
+        return f"error ({row['error']})"
+    return f"median {row['median_s']:.3f}s, p90 {row['p90_s']:.3f}s, peak RSS {row['peak_rss_mb']:.0f} MB"
+
+
+def _size(row: dict) -> str:
+    return f"{row['width']}×{row['height']}"
+
+
+def _met(ok: bool) -> str:
+    return "**met**" if ok else "**not met**"
+
+
+def enrich(results: dict) -> None:
+    """Derived figures: GFLOP/s, fraction of matmul, images/s, speed-up over ORT fp32."""
+    matmul = results["matmul"][str(results["threads"])]["gflops"]
+    fp32 = {(r["height"], r["width"]): r for r in results.get("models", []) if r["kind"] == "ort_fp32"}
+    for row in results.get("models", []):
+        if "median_s" not in row:
+            continue
+        row["gflops"] = row["flops"] / row["median_s"] / 1e9
+        row["of_matmul"] = row["gflops"] / matmul
+        row["images_per_s"] = 1 / row["median_s"]
+        base = fp32.get((row["height"], row["width"]))
+        if base and "median_s" in base:
+            row["speedup_vs_ort_fp32"] = base["median_s"] / row["median_s"]
+
+
+def model_table(rows: list[dict]) -> list[str]:
+    lines = ["| size | path | median s | p90 s | images/s | GFLOP/s | of matmul | vs ORT fp32 | peak RSS MB "
+             "| warm-up s |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in sorted(rows, key=lambda r: (r["height"] * r["width"], r["kind"])):
+        if "median_s" not in row:
+            lines.append(f"| {_size(row)} | {row['kind']} | {brief(row)} | | | | | | | |")
+            continue
+        lines.append(
+            f"| {_size(row)} | {row['kind']} | {row['median_s']:.3f} | {row['p90_s']:.3f} | "
+            f"{row['images_per_s']:.2f} | {row['gflops']:.1f} | {row['of_matmul']:.0%} | "
+            f"{row.get('speedup_vs_ort_fp32', float('nan')):.2f}× | {row['peak_rss_mb']:.0f} | {row['warmup_s']:.1f} |")
+    return lines
+
+
+def _case(models: list[dict], kind: str, side: int, key: str) -> dict | None:
+    return next((r for r in models if r["kind"] == kind and r["height"] == r["width"] == side and key in r), None)
+
+
+def targets(results: dict) -> list[str]:
+    lines = ["| target | measured | |", "|---|---|---|"]
+    models = results.get("models", [])
+    side = max((r["height"] for r in models if r["height"] == r["width"] and r["height"] <= 512), default=None)
+    fp32 = _case(models, "ort_fp32", side, "of_matmul")
+    if fp32:
+        lines.append(f"| ORT fp32 ≥ {TARGET_FP32_OF_MATMUL:.0%} of matmul GFLOP/s at {side}² | "
+                     f"{fp32['of_matmul']:.0%} ({fp32['gflops']:.1f} GFLOP/s) | "
+                     f"{_met(fp32['of_matmul'] >= TARGET_FP32_OF_MATMUL)} |")
+    int8 = _case(models, "ort_int8", side, "speedup_vs_ort_fp32")
+    psnr = results.get("quality", {}).get("int8", {}).get("psnr_db")
+    if int8 and psnr is not None:
+        speedup = int8["speedup_vs_ort_fp32"]
+        ok = speedup >= TARGET_INT8_SPEEDUP and psnr >= TARGET_INT8_PSNR
+        lines.append(f"| int8 ≥ {TARGET_INT8_SPEEDUP}× fp32 throughput at {side}², PSNR ≥ "
+                     f"{TARGET_INT8_PSNR:.0f} dB | {speedup:.2f}×, {psnr:.1f} dB | {_met(ok)} |")
+    for row in results.get("serving", {}).get("sizes", []):
+        lines.append(f"| TorchServe ≤ {TARGET_SERVER_OVERHEAD:.2f}× bare model at {row['size']} | "
+                     f"{row['overhead_ratio']:.3f}× | {_met(row['overhead_ratio'] <= TARGET_SERVER_OVERHEAD)} |")
+    for row in results.get("highres", []):
+        if row.get("tiled") and "peak_rss_mb" in row and row.get("side", 0) >= 4096:
+            lines.append(f"| peak RSS ≤ 3 GiB, {row['side']}² tiled | {row['peak_rss_mb']:.0f} MB | "
+                         f"{_met(row['peak_rss_mb'] <= TARGET_TILED_RSS_MB)} |")
+    return lines
+
+
+def quality_lines(quality: dict) -> list[str]:
+    if "error" in quality:
+        return [f"Quality measurement failed: {quality['error']}"]
+    lines = [f"Against ORT fp32 output on {quality.get('photos', '?')} real photos at {quality.get('side', '?')}px "
+             "(0..255 units):", "", "| variant | PSNR dB | max abs diff |", "|---|---:|---:|"]
+    for name in ("int8", "fp16"):
+        if name in quality:
+            row = quality[name]
+            lines.append(f"| {name} | {row['psnr_db']:.1f} | {row['max_abs_diff']:.1f} |")
+    return lines
+
+
+def highres_lines(rows: list[dict]) -> list[str]:
+    lines = ["| size | mode | seconds | peak RSS MB | PSNR vs whole image dB |", "|---|---|---:|---:|---:|"]
+    for row in rows:
+        if "error" in row:
+            lines.append(f"| {row.get('side', '?')}² | {'tiled' if row.get('tiled') else 'whole'} | "
+                         f"error: {row['error']} | | |")
+            continue
+        psnr = row.get("psnr_vs_whole_db")
+        lines.append(f"| {row['side']}² | {'tiled' if row['tiled'] else 'whole'} | {row['seconds']:.1f} | "
+                     f"{row['peak_rss_mb']:.0f} | {'' if psnr is None else f'{psnr:.1f}'} |")
+    return lines
+
+
+def serving_lines(serving: dict) -> list[str]:
+    if "sizes" not in serving:
+        return [f"Serving benchmark failed: {serving}"]
+    lines = [f"One worker for `{serving['style']}` ({serving['threads_note']}); {serving['statistic']}. "
+             f"Server peak RSS {serving['server_peak_rss_mb']:.0f} MB; ready in {serving['server_ready_s']:.1f}s.", "",
+             "| size | JPEG KB | bare model median s | concurrency | median s | p90 s | images/s | "
+             "server ÷ bare (c=1) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in serving["sizes"]:
+        for level in row["levels"]:
+            lines.append(f"| {row['size']} | {row['jpeg_bytes'] / 1024:.0f} | {row['bare_model']['median_s']:.3f} | "
+                         f"{level['concurrency']} | {level['median_s']:.3f} | {level['p90_s']:.3f} | "
+                         f"{level['images_per_s']:.2f} | {row['overhead_ratio']:.3f}× |")
+    return lines
+
+
+def gatys_lines(gatys: dict) -> list[str]:
+    if "error" in gatys:
+        return [f"Gatys benchmark failed: {gatys['error']}"]
+    lines = [f"VGG19 weights: {gatys['vgg_weights']}; {gatys['threads']} threads; peak RSS "
+             f"{gatys['peak_rss_mb']:.0f} MB.", "", "| case | seconds per iteration |", "|---|---:|"]
+    lines += [f"| {case} | {seconds:.2f} |" for case, seconds in gatys["seconds_per_iteration"].items()]
+    ctf = gatys["coarse_to_fine"]
+    scales = next(k for k in ctf["targets"][0] if k.endswith("_scales_s")).split("_")[0]
+    lines += ["", f"Coarse-to-fine at {ctf['side']}px, {ctf['iterations_per_level']} L-BFGS iterations per level: "
+              f"seconds (and work in full-size iterations) to reach the loss single-scale reaches after "
+              f"¼, ½, ¾ and all of its iterations.", "",
+              f"| target loss | single-scale s | {scales} scales s | single work | {scales} scales work |",
+              "|---:|---:|---:|---:|---:|"]
+    for t in ctf["targets"]:
+        lines.append(f"| {t['target_loss']:.4g} | {t['single_scale_s']} | {t[f'{scales}_scales_s']} | "
+                     f"{t['single_scale_full_iterations']} | {t[f'{scales}_scales_full_iterations']} |")
+    return lines
+
+
+def plot(results: dict, out: Path) -> list[str]:
+    rows = [r for r in results.get("models", []) if "median_s" in r]
+    if not rows:
+        return []
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    kinds = sorted({r["kind"] for r in rows})
+    sizes = sorted({(r["height"], r["width"]) for r in rows}, key=lambda s: s[0] * s[1])
+    for kind in kinds:
+        mine = sorted((r for r in rows if r["kind"] == kind), key=lambda r: r["height"] * r["width"])
+        left.plot([r["height"] * r["width"] / 1e6 for r in mine], [r["median_s"] for r in mine], "o-", label=kind)
+    left.set(xscale="log", yscale="log", xlabel="megapixels", ylabel="median seconds per image",
+             title="Latency, bare network")
+    left.legend(fontsize=8)
+    width = 0.8 / len(kinds)
+    for i, kind in enumerate(kinds):
+        values = [next((r["of_matmul"] for r in rows if r["kind"] == kind and (r["height"], r["width"]) == s), 0)
+                  for s in sizes]
+        right.bar([j + i * width for j in range(len(sizes))], [v * 100 for v in values], width, label=kind)
+    right.axhline(TARGET_FP32_OF_MATMUL * 100, color="k", linestyle="--", linewidth=1)
+    right.set_xticks([j + 0.4 - width / 2 for j in range(len(sizes))], [f"{w}×{h}" for h, w in sizes])
+    right.set(ylabel="% of fp32 matmul GFLOP/s", title="Achieved compute rate")
+    fig.tight_layout()
+    fig.savefig(out / "fast_path.png", dpi=110)
+    plt.close(fig)
+    return ["![latency and compute rate](fast_path.png)"]
+
+
+def write(results: dict, out: Path) -> None:
+    enrich(results)
+    m = results["machine"]
+    mm = results["matmul"]
+    lines = [
+        "# Benchmark report", "",
+        "Generated by `.venv/bin/python -m bench` — do not edit by hand. All figures come from one run on "
+        "one machine; compare ratios across machines, not seconds.", "",
+        f"- Machine: {m['cpu']}, {m['cores']} cores; Python {m['python']}, torch {m['torch']}, "
+        f"onnxruntime {m['onnxruntime']}; {m['date']}.",
+        "- fp32 matmul yardstick (2048², median of 10): "
+        + ", ".join(f"{v['gflops']:.1f} GFLOP/s with {t} thread(s)" for t, v in mm.items()) + ".",
+        f"- Style `{results['style']}`; {results['runs']} timed runs per case after one warm-up; "
+        f"{results['threads']} threads for the bare-network cases.",
+        "", "## Targets", "", *targets(results),
+    ]
+    if "models" in results:
+        lines += ["", "## Fast path: the bare network", "",
+                  "GFLOP/s from the network's FLOP count (torch FlopCounterMode, 2 per multiply-add) over the "
+                  "median time; *of matmul* is that rate over the matmul yardstick with the same threads.", "",
+                  *model_table(results["models"]), "", *plot(results, out)]
+    if "quality" in results:
+        lines += ["", "## Reduced precision: quality", "", *quality_lines(results["quality"])]
+    if "highres" in results:
+        lines += ["", "## High resolution: tiled vs whole image", "", *highres_lines(results["highres"])]
+    if "serving" in results:
+        lines += ["", "## End to end through TorchServe (JPEG in, JPEG out)", "", *serving_lines(results["serving"])]
+    if "gatys" in results:
+        lines += ["", "## Gatys path", "", *gatys_lines(results["gatys"])]
+    (out / "REPORT.md").write_text("\n".join(lines) + "\n")

@@ -1,0 +1,342 @@
+"""The Streamlit app's logic: ``app.client`` as plain functions, and the page via ``AppTest``.
+
+The server path runs against the session's real TorchServe (``server`` fixture); the local
+fallback is reached by pointing the app at a loopback port that is bound but not listening,
+so the connection is refused at once and no other process can take the port meanwhile.
+A tiny in-process HTTP server stands in for error answers a real server rarely gives.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from app import client, gatys, local, styles
+from core import codec
+from core.style_options import finish
+
+from .conftest import DEFAULT_STYLES, ONNX_DIR, SHARED
+
+APP = Path(__file__).resolve().parents[1] / "app" / "streamlit_app.py"
+SIDE = 96  # tiny images: these tests check behaviour, not pictures
+
+
+def _jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=95)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def photo(small_photo) -> bytes:
+    image = small_photo.copy()
+    image.thumbnail((SIDE, SIDE))
+    return _jpeg(image)
+
+
+@pytest.fixture(scope="module")
+def painting() -> bytes:
+    path = SHARED / "images" / "styles" / "wave.jpg"
+    image = Image.open(path).convert("RGB") if path.exists() else Image.new("RGB", (64, 64), (30, 90, 160))
+    image.thumbnail((SIDE, SIDE))
+    return _jpeg(image)
+
+
+@pytest.fixture
+def closed_url() -> Iterator[str]:
+    """A loopback URL that refuses connections: bound, never listening."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        sock.close()
+
+
+def _array(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.int16)
+
+
+# --- stream parsing ----------------------------------------------------------------------------
+
+
+def _line(**event) -> bytes:
+    return (json.dumps(event) + "\n").encode()
+
+
+def test_read_stream_reports_progress_and_returns_the_result():
+    preview = base64.b64encode(codec.encode(Image.new("RGB", (8, 8), "red"), "jpeg")).decode()
+    lines = [
+        _line(type="start", size=[48, 32], iterations=4, levels=1),
+        b"\n",
+        _line(type="progress", iteration=1, iterations=4, level=1, levels=1, elapsed_s=0.5,
+              losses={"content": 1.0, "style": 2.0, "total": 3.0}, preview=preview),
+        _line(type="progress", iteration=4, iterations=4, level=1, levels=1, elapsed_s=1.5, losses={}),
+        _line(type="result", image="AAAA", iterations_done=4),
+    ]
+    seen: list[gatys.Progress] = []
+    result = gatys.read_stream(lines, seen.append)
+    assert result["iterations_done"] == 4
+    assert [p.iteration for p in seen] == [1, 4]
+    assert seen[0].fraction == 0.25 and seen[1].fraction == 1.0
+    assert seen[0].preview is not None and seen[0].preview.size == (8, 8)
+    assert seen[0].loss == 3.0 and seen[1].loss is None
+
+
+def test_progress_fraction_counts_over_all_levels():
+    """The server counts iterations over all coarse-to-fine levels (``optimize.transfer.Progress``)."""
+    progress = gatys.Progress(iteration=15, iterations=20, level=2, levels=2, elapsed_s=1.0)
+    assert progress.fraction == 0.75
+
+
+@pytest.mark.parametrize(
+    "lines, words",
+    [([b"not json\n"], "not JSON"), ([_line(type="weird")], "unexpected line"),
+     ([_line(type="start"), _line(type="progress", iteration=1)], "ended without a result")],
+)
+def test_read_stream_rejects_broken_streams(lines, words):
+    with pytest.raises(client.ClientError, match=words):
+        gatys.read_stream(lines)
+
+
+# --- configuration -----------------------------------------------------------------------------
+
+
+def test_streamlit_binds_to_loopback_by_default(tmp_path):
+    """``streamlit run app/streamlit_app.py`` from any folder reads ``app/.streamlit/config.toml``.
+
+    Checked with Streamlit's own config loader, set up as ``streamlit run`` sets it up, in a
+    separate process (this one's Streamlit config belongs to ``AppTest``)."""
+    code = ("import sys; from streamlit import config; config._main_script_path = sys.argv[1]; "
+            "print(config.get_option('server.address'), config.get_option('browser.gatherUsageStats'))")
+    env = {name: value for name, value in os.environ.items() if not name.startswith("STREAMLIT_")}
+    result = subprocess.run([sys.executable, "-c", code, str(APP)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.split() == ["127.0.0.1", "False"]
+
+
+def test_server_url_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("STYLE_SERVER_URL", "http://example.invalid:9999/")
+    assert client.server_url() == "http://example.invalid:9999"
+    monkeypatch.delenv("STYLE_SERVER_URL")
+    assert client.server_url() == client.DEFAULT_SERVER_URL
+    with pytest.raises(client.ClientError, match="http://"):
+        client.normalize_url("ftp://somewhere")
+
+
+def test_styles_without_paintings_degrade_to_names(tmp_path, monkeypatch):
+    monkeypatch.setenv("STYLE_PAINTINGS_DIR", str(tmp_path / "absent"))
+    assert styles.painting_path("wave") is None
+    (tmp_path / "wave.jpg").write_bytes(b"not an image")
+    assert styles.painting_path("wave", tmp_path) == tmp_path / "wave.jpg"
+    assert styles.thumbnail(tmp_path / "wave.jpg") is None
+
+
+def test_thumbnails_are_square_crops_of_the_paintings():
+    """Paintings of any shape line up in the picker's row."""
+    folder = SHARED / "images" / "styles"
+    sizes = {styles.thumbnail(styles.painting_path(name, folder)).size for name in ("scream", "wave")}
+    assert sizes == {(styles.THUMBNAIL_SIDE, styles.THUMBNAIL_SIDE)}
+
+
+def test_extra_built_styles_are_offered(tmp_path):
+    """A newly built style is offered; the derived files beside each style are not."""
+    for name in ("candy.onnx", "candy.uint8.onnx", "candy.int8.onnx", "wave.onnx", "wave.fp16.onnx"):
+        (tmp_path / name).write_bytes(b"")
+    assert styles.available_styles(tmp_path) == [*DEFAULT_STYLES, "candy"]
+    assert styles.available_styles(tmp_path / "absent") == list(DEFAULT_STYLES)
+    assert not [name for name in styles.available_styles(ONNX_DIR) if "." in name]  # the real build folder
+
+
+# --- fast path: local fallback and server ------------------------------------------------------
+
+
+def test_unreachable_server_falls_back_to_local_onnx(photo, closed_url):
+    outcome = client.stylize_fast(photo, "wave", client.FastOptions(max_side=64), closed_url, ONNX_DIR)
+    assert outcome.backend == "local"
+    assert "locally with ONNX Runtime" in outcome.note and closed_url in outcome.note
+    assert max(outcome.before.size) == 64 and outcome.after.size == outcome.before.size
+    assert codec.decode(outcome.png).size == outcome.after.size
+    assert np.abs(_array(outcome.after) - _array(outcome.before)).mean() > 10  # it was painted
+
+
+def test_local_fallback_applies_the_handlers_finishing(photo, closed_url):
+    options = client.FastOptions(strength=0.0, max_side=64)
+    outcome = client.stylize_fast(photo, "wave", options, closed_url, ONNX_DIR)
+    assert np.array_equal(_array(outcome.after), _array(outcome.before))  # strength 0 = the photo
+    colours = client.stylize_fast(photo, "wave", client.FastOptions(preserve_colors=True, max_side=64),
+                                  closed_url, ONNX_DIR)
+    painted = local.stylize(colours.before, "wave", client.FastOptions(max_side=64).params(), ONNX_DIR)
+    expected = finish(painted, colours.before, {"strength": 1.0, "preserve_colors": True})
+    assert np.array_equal(_array(colours.after), _array(expected))
+
+
+def test_local_fallback_without_a_built_style_says_how_to_build(photo, closed_url, tmp_path):
+    with pytest.raises(client.ClientError, match=r"not reachable.*scripts/build\.sh"):
+        client.stylize_fast(photo, "wave", client.FastOptions(max_side=64), closed_url, tmp_path)
+
+
+def test_local_fallback_runs_any_built_style(photo, closed_url, tmp_path):
+    """A style trained here (``python -m train export``) is offered and runs like the defaults."""
+    (tmp_path / "my_style.onnx").symlink_to(ONNX_DIR / "wave.onnx")
+    assert styles.available_styles(tmp_path)[-1] == "my_style"
+    outcome = client.stylize_fast(photo, "my_style", client.FastOptions(max_side=64), closed_url, tmp_path)
+    reference = client.stylize_fast(photo, "wave", client.FastOptions(max_side=64), closed_url, ONNX_DIR)
+    assert outcome.backend == "local" and np.array_equal(_array(outcome.after), _array(reference.after))
+
+
+def test_unreadable_photo_is_refused_before_any_request(closed_url):
+    with pytest.raises(client.ClientError, match="Cannot read that image"):
+        client.stylize_fast(b"GIF89a broken", "wave", client.FastOptions(), closed_url, ONNX_DIR)
+
+
+def test_server_path_matches_the_local_fallback(server, photo, closed_url):
+    options = client.FastOptions(strength=0.7, preserve_colors=True, max_side=80)
+    served = client.stylize_fast(photo, "udnie", options, server.inference_url, ONNX_DIR)
+    assert served.backend == "server" and "TorchServe" in served.note
+    fallback = client.stylize_fast(photo, "udnie", options, closed_url, ONNX_DIR)
+    assert served.after.size == fallback.after.size == served.before.size
+    assert np.abs(_array(served.after) - _array(fallback.after)).max() <= 2  # same graph, same finish
+
+
+def test_style_missing_on_server_and_locally_reports_both(server, photo):
+    with pytest.raises(client.ClientError, match=r"HTTP 404.*unknown style 'no_such_style'"):
+        client.stylize_fast(photo, "no_such_style", client.FastOptions(max_side=64), server.inference_url, ONNX_DIR)
+
+
+# --- server answers a real server rarely gives, from a stand-in ---------------------------------
+
+
+class _StandIn(BaseHTTPRequestHandler):
+    """Healthy ping; 400 for fast styles; 501 (no VGG weights) for gatys."""
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        self._send(200, {"status": "Healthy"})
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.path.endswith("/gatys"):
+            self._send(501, {"code": 501, "type": "ModelUnavailable", "message": "put vgg19 weights in X"})
+        else:
+            self._send(400, {"code": 400, "type": "InputError", "message": "parameter 'strength' is off"})
+
+    def _send(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def stand_in() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _StandIn)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_a_client_error_from_the_server_is_shown_not_retried_locally(stand_in, photo):
+    with pytest.raises(client.ClientError, match=r"refused the request \(HTTP 400\): parameter 'strength'"):
+        client.stylize_fast(photo, "wave", client.FastOptions(max_side=64), stand_in, ONNX_DIR)
+
+
+def test_gatys_without_weights_shows_the_servers_message(stand_in, photo, painting):
+    with pytest.raises(client.ClientError, match=r"HTTP 501\): put vgg19 weights in X"):
+        gatys.stylize(photo, painting, gatys.Options(iterations=1, max_side=32), stand_in)
+
+
+# --- Gatys path ---------------------------------------------------------------------------------
+
+
+def test_gatys_streams_progress_from_the_server(server, photo, painting):
+    seen: list[gatys.Progress] = []
+    options = gatys.Options(iterations=2, max_side=48, strength=0.5)
+    outcome = gatys.stylize(photo, painting, options, server.inference_url, seen.append)
+    assert seen and seen[-1].iteration == 2 and seen[-1].fraction == 1.0
+    assert seen[-1].loss is not None and seen[-1].loss > 0
+    assert outcome.backend == "server" and "2 iterations" in outcome.note
+    assert max(outcome.after.size) == 48 and outcome.after.size == outcome.before.size
+
+
+def test_gatys_has_no_local_fallback(photo, painting, closed_url):
+    with pytest.raises(client.ClientError, match="needs the server"):
+        gatys.stylize(photo, painting, gatys.Options(), closed_url)
+
+
+# --- the page, through AppTest ------------------------------------------------------------------
+
+
+def _page(monkeypatch, url: str) -> AppTest:
+    monkeypatch.setenv("STYLE_SERVER_URL", url)
+    return AppTest.from_file(str(APP), default_timeout=60).run()
+
+
+def _stylize(at: AppTest, photo: bytes) -> AppTest:
+    at.file_uploader(key="photo").upload("photo.jpg", photo, "image/jpeg")
+    if at.radio(key="method").value == "Fast style":
+        at.slider(key="fast_size").set_value(64)
+    at.run()
+    return at.button(key="stylize").click().run()
+
+
+def test_page_falls_back_locally_and_says_so(monkeypatch, photo, closed_url):
+    at = _page(monkeypatch, closed_url)
+    assert "not reachable" in at.sidebar.warning[0].value
+    assert at.button(key="stylize").disabled  # nothing to stylize yet
+    at = _stylize(at, photo)
+    assert not at.exception and not at.error
+    assert "locally with ONNX Runtime" in at.info[0].value
+    assert [image.captions for image in at.image][-2:] == [["Before"], ["After"]]
+    assert at.download_button(key="download").label == "Download PNG"
+
+
+def test_page_uses_the_server_when_it_answers(monkeypatch, server, photo):
+    at = _page(monkeypatch, server.inference_url)
+    assert at.sidebar.success[0].value == "TorchServe is reachable."
+    at.radio(key="style").set_value("scream")
+    at = _stylize(at, photo)
+    assert not at.exception and not at.error
+    assert "TorchServe" in at.main.success[0].value and "'scream'" in at.main.success[0].value
+
+
+def test_page_thumbnails_degrade_to_names(monkeypatch, tmp_path, closed_url):
+    monkeypatch.setenv("STYLE_PAINTINGS_DIR", str(tmp_path))
+    at = _page(monkeypatch, closed_url)
+    assert not at.image  # no paintings, no thumbnails
+    assert [caption.value for caption in at.caption][:len(DEFAULT_STYLES)] == list(DEFAULT_STYLES)
+
+
+def test_page_gatys_path(monkeypatch, server, photo, painting):
+    at = _page(monkeypatch, server.inference_url)
+    at.radio(key="method").set_value("Gatys (slow, iterative)").run()
+    assert at.button(key="stylize").disabled  # a style image is needed too
+    at.file_uploader(key="style_image").upload("wave.jpg", painting, "image/jpeg")
+    at.slider(key="iterations").set_value(2)
+    at.slider(key="gatys_size").set_value(32)
+    at = _stylize(at, photo)
+    assert not at.exception and not at.error
+    assert "Gatys by TorchServe" in at.main.success[0].value
+    assert [image.captions for image in at.image][-2:] == [["Before"], ["After"]]

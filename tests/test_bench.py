@@ -1,0 +1,68 @@
+"""The benchmark's own arithmetic and machinery (not its timings: those live in bench/results)."""
+
+from __future__ import annotations
+
+from bench import isolated, report
+from bench.model_speed import network_flops
+
+
+def _conv_flops_per_pixel(c_in: int, c_out: int, kernel: int, stride_from_full: int) -> float:
+    """2 FLOPs per multiply-add, per full-resolution pixel, for a conv working at 1/stride size."""
+    return 2 * c_in * c_out * kernel**2 / stride_from_full**2
+
+
+def test_flop_count_matches_the_engstrom_architecture_by_hand(built_store):
+    """conv 9x9 3->32, two stride-2 3x3 convs, ten 3x3 128->128 (five residual blocks), two
+    transposed 3x3 (counted at their input size), conv 9x9 32->3."""
+    per_pixel = (
+        _conv_flops_per_pixel(3, 32, 9, 1)
+        + _conv_flops_per_pixel(32, 64, 3, 2)
+        + _conv_flops_per_pixel(64, 128, 3, 4)
+        + 10 * _conv_flops_per_pixel(128, 128, 3, 4)
+        + _conv_flops_per_pixel(128, 64, 3, 4)
+        + _conv_flops_per_pixel(64, 32, 3, 2)
+        + _conv_flops_per_pixel(32, 3, 9, 1)
+    )
+    assert network_flops("udnie", 128, 96) == per_pixel * 128 * 96
+
+
+def test_isolated_case_reports_its_own_peak_memory_and_timings(built_store):
+    row = isolated.run("bench.model_speed:time_network", kind="ort_fp32", style="udnie", height=64, width=48,
+                       runs=2, threads=1)
+    assert "error" not in row, row
+    assert len(row["times_s"]) == 2 and all(t > 0 for t in row["times_s"])
+    assert min(row["times_s"]) <= row["median_s"] <= row["p90_s"] <= max(row["times_s"])
+    assert 50 < row["peak_rss_mb"] < 4096
+
+
+def test_isolated_case_failure_is_reported_not_raised():
+    row = isolated.run("bench.model_speed:time_network", kind="ort_fp32", style="no_such_style", height=64,
+                       width=64, runs=1, threads=1)
+    assert "error" in row and "no_such_style" in row["error"]
+
+
+def _results(of_fp32_seconds: float, int8_seconds: float, int8_psnr: float, overhead: float) -> dict:
+    flops = 252288 * 512 * 512
+    models = [{"kind": kind, "height": 512, "width": 512, "flops": flops, "median_s": seconds, "p90_s": seconds,
+               "warmup_s": 1.0, "peak_rss_mb": 500.0}
+              for kind, seconds in (("ort_fp32", of_fp32_seconds), ("ort_int8", int8_seconds))]
+    serving = {"style": "udnie", "threads_note": "", "statistic": "", "server_peak_rss_mb": 1.0,
+               "server_ready_s": 1.0, "sizes": [{"size": "1024x680", "jpeg_bytes": 1024, "overhead_ratio": overhead,
+                                                 "bare_model": {"median_s": 1.0},
+                                                 "levels": [{"concurrency": 1, "median_s": 1.0, "p90_s": 1.0,
+                                                             "images_per_s": 1.0}]}]}
+    return {"machine": {"cpu": "x", "cores": 2, "python": "3", "torch": "t", "onnxruntime": "o", "date": "d"},
+            "matmul": {"2": {"gflops": 10.0}}, "threads": 2, "runs": 5, "style": "udnie", "models": models,
+            "quality": {"int8": {"psnr_db": int8_psnr, "max_abs_diff": 9.0}}, "serving": serving}
+
+
+def test_report_judges_targets_from_the_numbers(tmp_path):
+    # fp32: 66.1 GFLOP in 6.9 s = 9.6 GFLOP/s = 96% of a 10 GFLOP/s matmul; int8 2x faster at 31 dB.
+    report.write(_results(6.9, 3.45, 31.0, 1.05), tmp_path)
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "| 96% (9.6 GFLOP/s) | **met** |" in text
+    assert "| 2.00×, 31.0 dB | **met** |" in text
+    assert "| 1.050× | **met** |" in text
+    report.write(_results(8.0, 6.0, 29.0, 1.2), tmp_path)
+    text = (tmp_path / "REPORT.md").read_text()
+    assert text.count("**not met**") == 3 and "**met**" not in text
