@@ -13,6 +13,8 @@ PARAMS = {
     "max_side": Param(int, None, low=16, high=16384, help="downscale so the longer side fits"),
     "strength": Param(float, 1.0, low=0.0, high=1.0, help="1 = fully stylized, 0 = the photo"),
     "preserve_colors": Param(bool, False, help="keep the photo's colours, take the style's luminance"),
+    # None = automatic: tiled above the model's pixel threshold (core.tiling.DEFAULT_THRESHOLD).
+    "tile": Param(bool, None, help="true/false forces tiled/whole-image; default: tiled above the threshold"),
 }
 
 

@@ -1,11 +1,14 @@
 """``python -m export``: weights -> checked ONNX files -> TorchServe archives.
 
-    python -m export build [--styles la_muse wave ...] [--mirror ../shared/weights]
+    python -m export build [--styles la_muse wave ...] [--mirror ../shared/weights] [--no-variants]
     python -m export fetch --styles candy --mirror DIR
     python -m export list
 
 ``build`` skips a style whose archive is already up to date with its weights and the code
-that makes it, so running it again (as the test command does) costs seconds.
+that makes it, so running it again (as the test command does) costs seconds. Beside each
+float ONNX file it also writes the reduced-precision variants ``<style>.int8.onnx`` and
+``<style>.fp16.onnx`` (``export.quantize``) and records their measured quality in
+``build/onnx/variants.json``; they are skipped the same way when up to date.
 """
 
 from __future__ import annotations
@@ -21,10 +24,14 @@ import yaml
 
 from export import weights
 from export.archive import ROOT, package
-from export.onnx_export import default_parity_photo, export_style
+from export.onnx_export import export_style
+from export.photos import default_parity_photo
+from export.quantize import CHECK_SIDE, VariantError, default_calibration_photos, make_variants, variant_path
 
 MODEL_STORE = ROOT / "model_store"
 ONNX_DIR = ROOT / "build" / "onnx"
+#: Per style: the variants' fingerprint, calibration photos and measured quality.
+VARIANTS_RECORD = ONNX_DIR / "variants.json"
 #: Code whose change must rebuild every archive.
 SOURCES = ["core", "export", "handlers/fast_style.py"]
 
@@ -59,25 +66,64 @@ def fingerprint(style: weights.Style, weights_path: Path) -> str:
     return digest.hexdigest()
 
 
-def build_style(name: str, mirror: Path | None, photo: Path, store: Path) -> str:
+def build_style(name: str, mirror: Path | None, photo: Path, store: Path, variants: bool = True) -> str:
     style = weights.STYLES[name]
     weights_path = weights.fetch(name, mirror=mirror)
     stamp = ONNX_DIR / f"{name}.fingerprint"
     key = fingerprint(style, weights_path)
     archive = store / f"{name}.mar"
-    if archive.exists() and stamp.exists() and stamp.read_text() == key:
-        return "up to date"
+    float_path = ONNX_DIR / f"{name}.onnx"
+    if archive.exists() and stamp.exists() and stamp.read_text() == key and (float_path.exists() or not variants):
+        status = "up to date"
+    else:
+        started = time.perf_counter()
+        net = weights.load_network(name, mirror=mirror)
+        metadata = {"style": name, "family": style.family, "licence": style.licence}
+        report = export_style(net, ONNX_DIR, name, metadata, photo)
+        config = ONNX_DIR / f"{name}.model-config.yaml"
+        config.write_text(yaml.safe_dump(FAST_MODEL_CONFIG, sort_keys=False))
+        package(name, ROOT / "handlers" / "fast_style.py", float_path, [], config, store)
+        stamp.write_text(key)
+        status = (
+            f"built in {time.perf_counter() - started:.0f}s, ONNX vs PyTorch max |diff| "
+            f"{report['max_abs_diff_float']:.4f} (float), {report['max_abs_diff_uint8']:.0f} (uint8)"
+        )
+    return f"{status}; {build_variants(name, key, photo)}" if variants else status
+
+
+def build_variants(name: str, key: str, holdout_photo: Path) -> str:
+    """Writes ``<name>.int8.onnx`` and ``<name>.fp16.onnx`` beside the float file and records
+    their quality in ``variants.json``, unless the record says they are up to date.
+
+    Their fingerprint is the archive's (weights and code) plus the photos they are calibrated
+    and checked on. The check adds ``holdout_photo`` (the parity photo), which calibration never
+    sees, so the recorded PSNR is not only measured on the photos the ranges were fitted to.
+    """
+    float_path = ONNX_DIR / f"{name}.onnx"
+    calibration = default_calibration_photos()
+    check = [*calibration, holdout_photo] if holdout_photo not in calibration else calibration
+    digest = hashlib.sha256(key.encode())
+    for photo in check:
+        digest.update(weights.sha256_of(photo).encode())
+    record = json.loads(VARIANTS_RECORD.read_text()) if VARIANTS_RECORD.exists() else {}
+    files = [variant_path(float_path, kind) for kind in ("int8", "fp16")]
+    if record.get(name, {}).get("fingerprint") == digest.hexdigest() and all(f.exists() for f in files):
+        return "variants up to date"
     started = time.perf_counter()
-    net = weights.load_network(name, mirror=mirror)
-    metadata = {"style": name, "family": style.family, "licence": style.licence}
-    report = export_style(net, ONNX_DIR, name, metadata, photo)
-    config = ONNX_DIR / f"{name}.model-config.yaml"
-    config.write_text(yaml.safe_dump(FAST_MODEL_CONFIG, sort_keys=False))
-    package(name, ROOT / "handlers" / "fast_style.py", ONNX_DIR / f"{name}.onnx", [], config, store)
-    stamp.write_text(key)
+    quality = make_variants(float_path, calibration, check)
+    seconds = time.perf_counter() - started
+    record[name] = {
+        "fingerprint": digest.hexdigest(),
+        "calibration_photos": [p.name for p in calibration],
+        "check": {"photos": [p.name for p in check], "side": CHECK_SIDE, "against": f"{name}.onnx (ORT fp32)"},
+        **quality,
+        "bytes": {kind: f.stat().st_size for kind, f in zip(("int8", "fp16"), files, strict=True)},
+        "build_s": round(seconds, 2),
+    }
+    VARIANTS_RECORD.write_text(json.dumps(record, indent=1, sort_keys=True))
     return (
-        f"built in {time.perf_counter() - started:.0f}s, ONNX vs PyTorch max |diff| "
-        f"{report['max_abs_diff_float']:.4f} (float), {report['max_abs_diff_uint8']:.0f} (uint8)"
+        f"variants in {seconds:.1f}s, PSNR vs float: int8 {quality['int8']['psnr_db']:.1f} dB, "
+        f"fp16 {quality['fp16']['psnr_db']:.1f} dB"
     )
 
 
@@ -98,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", type=Path, default=MODEL_STORE, help="where .mar archives go")
     parser.add_argument("--parity-photo", type=Path, help="real photo for the ONNX parity check")
     parser.add_argument("--no-gatys", action="store_true", help="do not build the gatys archive")
+    parser.add_argument("--no-variants", action="store_true", help="do not build the int8 / fp16 ONNX variants")
     args = parser.parse_args(argv)
 
     if args.command == "list":
@@ -111,8 +158,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}: {weights.fetch(name, mirror=args.mirror)}")
             else:
                 photo = args.parity_photo or default_parity_photo()
-                print(f"{name}: {build_style(name, args.mirror, photo, args.store)}", flush=True)
-    except weights.WeightsUnavailable as error:
+                status = build_style(name, args.mirror, photo, args.store, variants=not args.no_variants)
+                print(f"{name}: {status}", flush=True)
+    except (weights.WeightsUnavailable, VariantError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.command == "build" and not args.no_gatys:

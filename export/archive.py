@@ -13,6 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from core.tiling import bundle_path
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -26,8 +28,12 @@ def package(
     version: str = "1.0",
 ) -> Path:
     """Builds ``out_dir/<name>.mar``; ``extra`` files and package folders land beside the
-    handler inside the archive (folders keep their name, so ``import core`` works)."""
+    handler inside the archive (folders keep their name, so ``import core`` works). A
+    model's tiling bundle (``core.tiling.bundle_path``), when the export wrote one, goes
+    along with it: without it, serving would need the ``onnx`` package to tile."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    if model_file is not None and bundle_path(model_file).is_file():
+        extra = [*extra, bundle_path(model_file)]
     with tempfile.TemporaryDirectory() as staging:
         # The archiver copies a folder's *contents*; staging everything in one folder keeps
         # package folders (core/, ...) intact inside the archive.

@@ -4,6 +4,9 @@
   layout), dynamic batch/height/width. The TorchServe handler runs this one.
 * ``<style>.uint8.onnx`` – ``image`` uint8 ``[H, W, 3]`` RGB -> ``stylized`` uint8
   ``[H, W, 3]``: decode a picture, feed its pixels, encode the answer; no other code.
+* ``<style>.tiling.npz`` – the float graph split into the stages ``core.tiling`` runs
+  large images in (written here, where the ``onnx`` package is, so serving needs only
+  ONNX Runtime); the archive carries it beside ``<style>.onnx``.
 
 Both are single self-contained files (no ``.onnx.data``), pass ``onnx.checker``, and must
 match PyTorch on a real photo within 1/255 of the range, or the export fails.
@@ -23,6 +26,8 @@ from PIL import Image
 from torch import nn
 
 from core import codec
+from core.tiling import bundle_path
+from core.tiling_graphs import write_bundle
 from export.networks import SizePreserving
 
 OPSET = 18
@@ -32,13 +37,6 @@ PARITY_TOLERANCE = 1.0
 
 class ParityError(RuntimeError):
     """ONNX Runtime and PyTorch disagree beyond the tolerance: the export is not kept."""
-
-
-def default_parity_photo() -> Path:
-    """A real photo that ships with matplotlib (Grace Hopper), so the check works anywhere."""
-    import matplotlib.cbook
-
-    return Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
 
 
 def export_float(net: nn.Module, path: Path, metadata: dict[str, str]) -> torch.export.ExportedProgram:
@@ -144,7 +142,8 @@ def check_parity(net: nn.Module, float_path: Path, uint8_path: Path, photo: Path
 
 
 def export_style(net: nn.Module, out_dir: Path, name: str, metadata: dict[str, str], photo: Path) -> dict:
-    """Writes ``<name>.onnx``, ``<name>.uint8.onnx`` and ``<name>.pt2`` (torch.export), checked."""
+    """Writes ``<name>.onnx``, ``<name>.uint8.onnx``, ``<name>.pt2`` (torch.export), checked,
+    and ``<name>.tiling.npz``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     float_path, uint8_path = out_dir / f"{name}.onnx", out_dir / f"{name}.uint8.onnx"
     program = export_float(net, float_path, {**metadata, "io": "float32 NCHW RGB 0..255"})
@@ -155,6 +154,8 @@ def export_style(net: nn.Module, out_dir: Path, name: str, metadata: dict[str, s
     except ParityError:
         float_path.unlink(missing_ok=True)
         uint8_path.unlink(missing_ok=True)
+        bundle_path(float_path).unlink(missing_ok=True)
         raise
+    write_bundle(float_path)
     (out_dir / f"{name}.parity.json").write_text(json.dumps(report, indent=1))
     return report

@@ -8,7 +8,10 @@ Request (``POST /predictions/<style>``): the image as the raw body (any Content-
 as multipart field ``image``, or JSON ``{"image": "<base64>", ...}``. Parameters, as form
 fields, JSON keys or ``X-<Name>`` headers (TorchServe does not pass the query string to
 handlers): ``format`` (png|jpeg|webp; else the Accept header; else png), ``quality``,
-``max_side``, ``strength`` (0..1 blend with the photo) and ``preserve_colors``. A bad
+``max_side``, ``strength`` (0..1 blend with the photo), ``preserve_colors`` and ``tile``
+(true/false forces tiled/whole-image; by default images above ``$STYLE_TILE_THRESHOLD``
+or the model config's ``handler.tile_threshold`` pixels, 2048² if neither is set, run in
+``handler.tile_size`` tiles with the whole image's statistics: see core/tiling.py). A bad
 request gets a 4xx JSON body naming the problem; the worker carries on. Behind KServe's
 v2 protocol the image is a BYTES input named ``image`` (base64) and the output is the
 encoded image as base64.
@@ -26,7 +29,7 @@ import numpy as np
 import onnxruntime as ort
 from ts.torch_handler.base_handler import BaseHandler
 
-from core import codec
+from core import codec, tiling
 from core.codec import InputError, Limits
 from core.onnx_session import providers, session_options
 from core.request import Job, from_kserve_v2, is_kserve_v2, parse_request
@@ -55,6 +58,14 @@ class FastStyleHandler(BaseHandler):
             providers=providers(properties.get("gpu_id")),
         )
         self.style = context.manifest["model"]["modelName"]
+        self.tile_threshold = tiling.threshold(settings.get("tile_threshold"))
+        self._tiler_args = {
+            "model": os.path.join(model_dir, context.manifest["model"]["serializedFile"]),
+            "layout": tiling.Layout(tile=int(settings.get("tile_size", tiling.Layout.tile))),
+            "threads": int(settings.get("intra_op_threads", 0)),
+            "providers": providers(properties.get("gpu_id")),
+        }
+        self._tiler: tiling.TiledStylizer | None = None
         self.kserve_v2 = False
         self.initialized = True
         logger.info("style %s on %s", self.style, self.session.get_providers()[0])
@@ -87,10 +98,15 @@ class FastStyleHandler(BaseHandler):
         return jobs
 
     def inference(self, jobs: list[Job]) -> list[Job]:
-        """Runs the network; images of the same size share one batched call."""
+        """Runs the network; images of the same size share one batched call, and large
+        ones (or those asking for it) run alone, tiled, to bound the worker's memory."""
         by_size: dict[tuple[int, int], list[Job]] = {}
         for job in jobs:
-            if job.error is None:
+            if job.error is None and self._tiled(job):
+                started = time.perf_counter()
+                job.result = self.tiler(codec.to_array(job.image))
+                self._record_latency(started, [job])
+            elif job.error is None:
                 by_size.setdefault(job.image.size, []).append(job)
         for group in by_size.values():
             batch = np.stack([codec.to_array(job.image) for job in group])
@@ -100,6 +116,17 @@ class FastStyleHandler(BaseHandler):
             for job, output in zip(group, outputs, strict=True):
                 job.result = output
         return jobs
+
+    def _tiled(self, job: Job) -> bool:
+        return tiling.wants_tiles(job.image.height, job.image.width, job.params["tile"], self.tile_threshold)
+
+    @property
+    def tiler(self) -> tiling.TiledStylizer:
+        """Built on the first tiled request: its 17 sessions (from the archive's tiling
+        bundle) take time and memory that workers serving only small images never need."""
+        if self._tiler is None:
+            self._tiler = tiling.TiledStylizer(**self._tiler_args)
+        return self._tiler
 
     def postprocess(self, jobs: list[Job]) -> list[bytes | str]:
         """Applies strength/colour options, encodes, and sets each response's status."""

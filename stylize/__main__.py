@@ -17,6 +17,8 @@ from stylize.batch import Options, collect_inputs, run_batch
 from stylize.models import DEFAULT_ONNX_DIR, ModelError, load
 
 DEFAULT_STYLE = "udnie"
+#: ``--tile`` values -> ``load(tile=...)``: None lets the image's size decide.
+TILE_CHOICES = {"auto": None, "on": True, "off": False}
 
 
 def _param(name: str):
@@ -63,6 +65,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quality", type=_param("quality"), default=92, help="JPEG/WebP quality (default 92)")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
+    p.add_argument("--tile", choices=TILE_CHOICES, default="auto",
+                   help="run in overlapping tiles with global statistics (same pixels, bounded memory): "
+                   "auto (default) above $STYLE_TILE_THRESHOLD or 4.2 MP, on, or off")
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show the bar")
     bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show the bar")
@@ -80,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no files in {', '.join(map(str, args.inputs))}", file=sys.stderr)
         return 2
     try:
-        label, runner = load(str(args.model) if args.model else args.style, args.onnx_dir, args.threads)
+        label, runner = load(
+            str(args.model) if args.model else args.style, args.onnx_dir, args.threads, TILE_CHOICES[args.tile]
+        )
     except ModelError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

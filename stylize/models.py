@@ -24,15 +24,23 @@ class ModelError(RuntimeError):
     """The model cannot be had; the message says which file and how to get it."""
 
 
-def load(model: str, onnx_dir: Path = DEFAULT_ONNX_DIR, threads: int = 0) -> tuple[str, Runner]:
-    """Returns ``(label, runner)`` for a style name or a path to a ``.onnx``/``.pth`` file."""
+def load(
+    model: str, onnx_dir: Path = DEFAULT_ONNX_DIR, threads: int = 0, tile: bool | None = None
+) -> tuple[str, Runner]:
+    """Returns ``(label, runner)`` for a style name or a path to a ``.onnx``/``.pth`` file.
+
+    ``tile``: True/False forces tiled/whole-image runs, None tiles above the serving
+    threshold (``core.tiling.threshold``), as the handler does. Only float ONNX models tile.
+    """
     path = Path(model)
     if path.suffix in (".onnx", ".pth", ".pt"):
         if not path.is_file():
             raise ModelError(f"model file {path} does not exist")
-        runner = onnx_runner(path, threads) if path.suffix == ".onnx" else pytorch_runner(path, threads)
+        if path.suffix != ".onnx" and tile:
+            raise ModelError(f"{path}: tiling needs a float ONNX model such as build/onnx/<style>.onnx")
+        runner = onnx_runner(path, threads, tile) if path.suffix == ".onnx" else pytorch_runner(path, threads)
         return path.name, runner
-    return model, onnx_runner(style_onnx(model, onnx_dir), threads)
+    return model, onnx_runner(style_onnx(model, onnx_dir), threads, tile)
 
 
 def style_onnx(style: str, onnx_dir: Path = DEFAULT_ONNX_DIR) -> Path:
@@ -50,10 +58,12 @@ def style_onnx(style: str, onnx_dir: Path = DEFAULT_ONNX_DIR) -> Path:
     return path
 
 
-def onnx_runner(path: Path, threads: int = 0) -> Runner:
-    """ONNX Runtime with the handler's session settings; float NCHW or uint8 HWC models."""
+def onnx_runner(path: Path, threads: int = 0, tile: bool | None = None) -> Runner:
+    """ONNX Runtime with the handler's session settings; float NCHW or uint8 HWC models.
+    Float models run large images tiled (see ``load``)."""
     import onnxruntime as ort
 
+    from core import tiling
     from stylize.shared import providers, session_options
 
     try:
@@ -64,6 +74,8 @@ def onnx_runner(path: Path, threads: int = 0) -> Runner:
         raise ModelError(f"{path} is not a loadable ONNX model ({error})") from None
     spec = session.get_inputs()[0]
     if spec.type == "tensor(uint8)":  # the embeddable <style>.uint8.onnx: HWC in and out
+        if tile:
+            raise ModelError(f"{path}: tiling needs the float model (<style>.onnx), not the uint8 one")
 
         def run_uint8(array: np.ndarray) -> np.ndarray:
             pixels = np.ascontiguousarray(np.clip(np.rint(array), 0, 255).astype(np.uint8).transpose(1, 2, 0))
@@ -71,7 +83,14 @@ def onnx_runner(path: Path, threads: int = 0) -> Runner:
 
         return run_uint8
 
+    limit = tiling.threshold()
+    tiler: list[tiling.TiledStylizer] = []  # built on the first large image only
+
     def run_float(array: np.ndarray) -> np.ndarray:
+        if tiling.wants_tiles(array.shape[1], array.shape[2], tile, limit):
+            if not tiler:
+                tiler.append(tiling.TiledStylizer(path, threads=threads or os.cpu_count() or 1))
+            return tiler[0](array)
         return session.run(None, {spec.name: array[None]})[0][0]
 
     return run_float
