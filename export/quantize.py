@@ -298,8 +298,9 @@ def _save(model: onnx.ModelProto, path: Path, metadata: dict[str, str]) -> None:
 
 
 def psnr_db(expected: np.ndarray, got: np.ndarray) -> float:
-    """PSNR of two images on the 0..255 scale (infinite when they are equal)."""
-    mse = float(np.mean((expected.astype(np.float64) - got.astype(np.float64)) ** 2))
+    """PSNR of two images as delivered (rounded, clipped to 0..255; infinite when equal)."""
+    a, b = (np.clip(np.rint(x), 0, 255).astype(np.float64) for x in (expected, got))
+    mse = float(np.mean((a - b) ** 2))
     return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 

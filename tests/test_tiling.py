@@ -22,6 +22,7 @@ from core.onnx_session import session_options
 from core.tiling import Layout, TiledStylizer, plan
 from core.tiling_graphs import compile_file, write_bundle
 from export.archive import ROOT, package
+from export.quantize import psnr_db
 from handlers.fast_style import FastStyleHandler
 from stylize.__main__ import main
 
@@ -33,12 +34,6 @@ LAYOUT = Layout(tile=160, margin=32)  # 3 x 4 tiles: seams along 2 rows and 3 co
 #: Measured 65.5-69 dB over the six default styles (max |diff| 0.2-1.9 on 0..255, from the
 #: float16 storage between passes). Statistics that are shared but approximate score 15-30.
 MIN_PSNR_DB = 55.0
-
-
-def psnr_db(expected: np.ndarray, got: np.ndarray) -> float:
-    a, b = (np.clip(np.rint(x), 0, 255).astype(np.float64) for x in (expected, got))
-    mse = float(np.mean((a - b) ** 2))
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
 @pytest.fixture(scope="module")
