@@ -41,6 +41,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 SIDE = 160  # the fallback and Gatys runs: small, they check behaviour
 SCREENSHOT_SIDE = 400  # the README's picture: about the width it is shown at, so it looks sharp
 TIMEOUT_MS = 60_000
+QUIET_MS = 750  # no script state change for this long: the page is idle
 
 
 @pytest.fixture(scope="session")  # session, like ``server``: so it is set up (and can skip) first
@@ -159,6 +160,7 @@ def painting_file(tmp_path_factory) -> Path:
 @pytest.fixture
 def page(browser, app_url) -> Iterator[Page]:
     page = browser.new_page()
+    page.add_init_script(_TRACK_SCRIPT_STATE)
     page.set_default_timeout(TIMEOUT_MS)
     expect.set_options(timeout=TIMEOUT_MS)  # a busy 2-core machine: reruns can take seconds
     try:
@@ -169,32 +171,46 @@ def page(browser, app_url) -> Iterator[Page]:
         page.close()
 
 
-#: True once the script has been idle for a moment. A file chosen while a rerun is being
-#: requested (say, right after a slider key press) can be dropped by Streamlit's uploader
-#: (1.67), so the test waits, as a person would, for the page to be quiet before acting.
-_QUIET = """() => {
+#: Runs in every page before Streamlit's own scripts: remembers when the script state on
+#: ``stApp`` (running, notRunning, …) last changed. A MutationObserver sees every change,
+#: even a rerun shorter than any polling interval would notice.
+_TRACK_SCRIPT_STATE = """
+window.scriptStateChangedAt = performance.now();
+new MutationObserver(() => { window.scriptStateChangedAt = performance.now(); })
+    .observe(document, {subtree: true, attributes: true, attributeFilter: ["data-test-script-state"]});
+"""
+
+#: True once the script is not running and its state has not changed for ``QUIET_MS``,
+#: counted from ``since`` at the latest. A file chosen while a rerun is starting (say, right
+#: after a slider key press) can be dropped by Streamlit's uploader (1.67), and the rerun a
+#: key press asks for starts only after a round trip to the server, so the test waits, as a
+#: person would, for the page to stay quiet for a moment after its last action.
+_QUIET = """({since, quietMs}) => {
     const state = document.querySelector("[data-testid='stApp']")?.dataset.testScriptState;
-    const now = performance.now();
-    if (state !== window.quietState) { window.quietState = state; window.quietSince = now; }
-    return state === "notRunning" && now - window.quietSince > 400;
+    return state === "notRunning" && performance.now() - Math.max(window.scriptStateChangedAt, since) > quietMs;
 }"""
 
 
 def _quiet(page: Page) -> None:
-    page.wait_for_function(_QUIET, polling=100)
+    since = page.evaluate("performance.now()")
+    page.wait_for_function(_QUIET, arg={"since": since, "quietMs": QUIET_MS}, polling=100)
 
 
 def _upload(page: Page, label: str, path: Path) -> None:
-    """Chooses ``path`` in the uploader labelled ``label`` and waits until it lists the file."""
+    """Chooses ``path`` in the uploader labelled ``label`` and waits until it lists the file.
+
+    The tests choose the photo first, as a person would (its uploader tops the page), and
+    every choice waits for a quiet page, so no rerun is under way while a file is sent."""
     uploader = page.get_by_test_id("stFileUploader").filter(has=page.get_by_text(label, exact=True))
+    chooser = uploader.locator("input[type='file']")
     _quiet(page)
-    uploader.locator("input[type='file']").set_input_files(path)
+    expect(chooser).to_be_enabled()  # Streamlit disables widgets while its connection is down
+    chooser.set_input_files(path)
     expect(uploader).to_contain_text(path.name)
 
 
-def _stylize(page: Page, photo: Path) -> None:
-    """Uploads the photo, clicks Stylize, and waits for both result images to be drawn."""
-    _upload(page, "Photo", photo)
+def _stylize(page: Page) -> None:
+    """Clicks Stylize and waits for both result images to be drawn."""
     button = page.get_by_role("button", name="Stylize")
     expect(button).to_be_enabled()
     _quiet(page)
@@ -232,9 +248,10 @@ def _assert_painted(painted: Image.Image, photo: Path) -> None:
 
 def test_upload_stylize_on_the_server_and_download(page, screenshot_photo):
     expect(page.get_by_text("TorchServe is reachable.")).to_be_visible()
+    _upload(page, "Photo", screenshot_photo)
     page.get_by_role("radiogroup").get_by_text("udnie", exact=True).click()  # not the thumbnail's caption
     expect(page.get_by_role("radio", name="udnie", exact=True)).to_be_checked()
-    _stylize(page, screenshot_photo)
+    _stylize(page)
     expect(page.locator(".st-key-result")).to_contain_text("Stylized by TorchServe")
     expect(page.locator(".st-key-result")).to_contain_text("'udnie'")
     _screenshot(page, SCREENSHOT)
@@ -242,13 +259,14 @@ def test_upload_stylize_on_the_server_and_download(page, screenshot_photo):
 
 
 def test_refusing_server_falls_back_to_local_onnx(page, photo_file):
+    _upload(page, "Photo", photo_file)
     with socket.socket() as refusing:  # bound, never listening: connections are refused at once
         refusing.bind(("127.0.0.1", 0))
         url_field = page.get_by_role("textbox", name="TorchServe inference URL")
         url_field.fill(f"http://127.0.0.1:{refusing.getsockname()[1]}")
         url_field.press("Enter")
         expect(page.get_by_text("Fast styles will run locally")).to_be_visible()
-        _stylize(page, photo_file)
+        _stylize(page)
         expect(page.locator(".st-key-result")).to_contain_text("Stylized locally with ONNX Runtime")
         _assert_painted(_downloaded(page), photo_file)
 
@@ -287,11 +305,12 @@ def _set_slider(page: Page, name: str, value: int) -> None:
 
 def test_gatys_path_shows_live_progress(page, photo_file, painting_file):
     page.evaluate(_WATCH_PROGRESS)
+    _upload(page, "Photo", photo_file)
     page.get_by_role("radiogroup").get_by_text("Gatys (slow, iterative)").click()
     _upload(page, "Style image (a painting)", painting_file)
     _set_slider(page, "Iterations", 3)
     _set_slider(page, "Size (longer side, px)", 64)
-    _stylize(page, photo_file)
+    _stylize(page)
     result = page.locator(".st-key-result")
     expect(result).to_contain_text("Gatys by TorchServe at")
     expect(result).to_contain_text(": 3 iterations in")  # the server got the slider's value
