@@ -69,8 +69,18 @@ def threshold(configured: int | str | None = None) -> int:
     """The pixel count above which to tile: ``$STYLE_TILE_THRESHOLD``, else the model's
     configured ``tile_threshold``, else ``DEFAULT_THRESHOLD``. The environment wins so an
     operator can retune a deployed archive without rebuilding it."""
-    value = os.environ.get(THRESHOLD_ENV) or configured
-    return DEFAULT_THRESHOLD if value in (None, "") else int(value)
+    from_env = os.environ.get(THRESHOLD_ENV)
+    value, source = (from_env, f"${THRESHOLD_ENV}") if from_env else (configured, "handler.tile_threshold")
+    if value in (None, ""):
+        return DEFAULT_THRESHOLD
+    try:
+        pixels = int(value)
+    except (TypeError, ValueError):
+        pixels = 0
+    if pixels <= 0:  # an operator's typo: say which setting, rather than int()'s bare message
+        raise ValueError(f"{source} must be a positive whole number of pixels "
+                         f"(e.g. {DEFAULT_THRESHOLD}), got {value!r}")
+    return pixels
 
 
 def wants_tiles(height: int, width: int, forced: bool | None, limit: int) -> bool:

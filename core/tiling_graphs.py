@@ -204,7 +204,16 @@ def schedule(model: onnx.ModelProto, budget: float = MAX_STORED_VALUES_PER_PIXEL
 def compile_program(model: onnx.ModelProto, model_sha256: str) -> Program:
     """The schedule and, per stage, the sub-graph it runs: the network with every IN layer
     taking its statistics as inputs (``with_fixed_stats``), from the stage's stored tensors
-    to its targets and the statistics of its layers (``with_stats_outputs``)."""
+    to its targets and the statistics of its layers (``with_stats_outputs``).
+
+    Float32 graphs only: the rewrites feed statistics as float32, so a graph computing in
+    float16 (the GPU variant ``<style>.fp16.onnx``) is refused with a clear message."""
+    initializers = {init.name: init.data_type for init in model.graph.initializer}
+    for node in _in_nodes(model):
+        if initializers.get(node.input[1], TensorProto.FLOAT) != TensorProto.FLOAT:
+            kind = TensorProto.DataType.Name(initializers[node.input[1]]).lower()
+            raise ValueError(f"tiling runs float32 graphs only, and this one computes in {kind} "
+                             "(the GPU variant?): tile the float model <style>.onnx, or run whole images")
     plan = schedule(model)
     graph = with_fixed_stats(with_stats_outputs(model, [plan.strides[t] for t in plan.layer_inputs]))
     stats_inputs = [f"{kind}_{k}" for k in range(len(plan.layer_inputs)) for kind in ("mean", "var")]

@@ -21,7 +21,7 @@ Runner = Callable[[np.ndarray], np.ndarray]
 
 
 class ModelError(RuntimeError):
-    """The model cannot be had; the message says which file and how to get it."""
+    """The model cannot be had or run as asked; the message says which file and what to do."""
 
 
 def load(
@@ -83,8 +83,12 @@ def onnx_runner(path: Path, threads: int = 0, tile: bool | None = None) -> Runne
 
         return run_uint8
 
-    limit = tiling.threshold()
-    tiler: list[tiling.TiledStylizer] = []  # built on the first large image only
+    try:
+        limit = tiling.threshold()
+        # forced: built now, so a model that cannot tile fails before the batch; else on the first large image
+        tiler = [tiling.TiledStylizer(path, threads=threads or os.cpu_count() or 1)] if tile else []
+    except ValueError as error:  # a malformed $STYLE_TILE_THRESHOLD, or a graph tiling cannot split
+        raise ModelError(f"{path}: {error}") from None
 
     def run_float(array: np.ndarray) -> np.ndarray:
         if tiling.wants_tiles(array.shape[1], array.shape[2], tile, limit):

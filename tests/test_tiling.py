@@ -201,6 +201,16 @@ def test_threshold_env_beats_config_beats_default(monkeypatch):
     assert not tiling.wants_tiles(4096, 4096, False, 500) and tiling.wants_tiles(2, 2, True, 500)
 
 
+@pytest.mark.parametrize("bad", ["4M", "-1", "0", "2.5"])
+def test_malformed_threshold_names_the_setting(monkeypatch, bad):
+    monkeypatch.delenv(tiling.THRESHOLD_ENV, raising=False)
+    with pytest.raises(ValueError, match=r"handler\.tile_threshold must be a positive whole number"):
+        tiling.threshold(bad)
+    monkeypatch.setenv(tiling.THRESHOLD_ENV, bad)
+    with pytest.raises(ValueError, match=r"\$STYLE_TILE_THRESHOLD must be a positive whole number"):
+        tiling.threshold(1000)
+
+
 # ---------------------------------------------------------------------------------------
 # Handler and CLI
 # ---------------------------------------------------------------------------------------
@@ -272,3 +282,12 @@ def test_cli_tile_option(tmp_path, content_photos, monkeypatch, capsys):
     capsys.readouterr()
     assert calls == [1]
     assert np.abs(results["on"] - results["off"]).max() <= 1
+
+
+def test_cli_names_a_malformed_threshold(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(tiling.THRESHOLD_ENV, "4M")
+    source = tmp_path / "in.png"
+    Image.new("RGB", (8, 8)).save(source)
+    assert main([str(source), "-o", str(tmp_path / "out"), "--style", STYLE, "--no-progress"]) == 2
+    assert "$STYLE_TILE_THRESHOLD must be a positive whole number of pixels" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
