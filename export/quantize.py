@@ -55,6 +55,7 @@ from PIL import Image, ImageOps
 
 from core import codec
 from core.onnx_session import session_options
+from export.graph_rewrites import BLOCK
 from export.photos import default_parity_photo
 
 #: The shared real photos beside the checkout (``../shared/images/content``).
@@ -121,12 +122,16 @@ def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
 
 
 def rgb_convs(model: onnx.ModelProto) -> list[str]:
-    """Names of the convolutions that read or write (about) 3 channels: they stay float."""
+    """Names of the convolutions that read or write (about) 3 channels per pixel: they stay
+    float. A conv regrouped over pixel blocks (``export.graph_rewrites``) holds a block's
+    worth of pixels, ``BLOCK²`` times the channels, in each of its positions."""
     weights = {t.name: t.dims for t in model.graph.initializer}
+    blocked = {node.output[0] for node in model.graph.node if node.op_type == "SpaceToDepth"}
     return [
         node.name
         for node in model.graph.node
-        if node.op_type == "Conv" and node.input[1] in weights and min(weights[node.input[1]][:2]) <= RGB_CHANNELS
+        if node.op_type == "Conv" and node.input[1] in weights
+        and min(weights[node.input[1]][:2]) // (BLOCK * BLOCK if node.input[0] in blocked else 1) <= RGB_CHANNELS
     ]
 
 
