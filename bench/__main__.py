@@ -64,6 +64,14 @@ def model_cases(style: str, sizes: list[tuple[int, int]], runs: int, threads: in
     return rows
 
 
+def higher_rate(first: dict, second: dict) -> dict:
+    """The yardstick is the higher of a matmul measurement before and one after the model
+    cases: a busy moment on the machine can only lower a measurement, and a lowered
+    yardstick would flatter every ratio reported against it."""
+    best = max(first, second, key=lambda m: m["gflops"])
+    return {**best, "gflops_measured": [first["gflops"], second["gflops"]]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--style", default="udnie", help="a built style (all share one architecture family)")
@@ -81,11 +89,14 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"machine": machine(), "style": args.style, "runs": runs, "threads": threads, "quick": args.quick}
 
     print("matmul yardstick", flush=True)
-    results["matmul"] = {str(t): isolated.run("bench.model_speed:matmul_gflops", threads=t)
-                         for t in sorted({threads, max(1, threads // 2)})}
+    thread_counts = sorted({threads, max(1, threads // 2)})
+    before = {t: isolated.run("bench.model_speed:matmul_gflops", threads=t) for t in thread_counts}
     if "models" not in args.skip:
         print("fast path, bare network", flush=True)
         results["models"] = model_cases(args.style, sizes, runs, threads)
+    print("matmul yardstick, again", flush=True)
+    results["matmul"] = {str(t): higher_rate(before[t], isolated.run("bench.model_speed:matmul_gflops", threads=t))
+                         for t in thread_counts}
     if "quality" not in args.skip:
         print("reduced-precision quality", flush=True)
         results["quality"] = isolated.run("bench.quality:variants", style=args.style, side=128 if args.quick else 512)

@@ -10,9 +10,11 @@
 
 Choices, each measured on real photos against the float file:
 
-* Only ``Conv`` is quantized, and not the two convolutions at the RGB ends. Their GEMMs are
-  3 wide, so the int8 kernels are *slower* there (the 9x9 output conv 2.3x, the input conv
-  1.4x), and they cost the most PSNR (quantizing the output conv alone: -6 to -9 dB).
+* Only ``Conv`` is quantized, and not the two convolutions at the RGB ends. They cost the
+  most PSNR (quantizing the output conv alone: -6 to -9 dB), and as plain 9x9 convs their
+  GEMMs are 3 wide, where the int8 kernels are *slower* (output conv 2.3x, input conv
+  1.4x). The output conv now arrives regrouped over 4x4 blocks (``export.graph_rewrites``,
+  48 wide), and ``rgb_convs`` still recognises it by its channels per pixel.
   ``InstanceNormalization`` and ``ConvTranspose`` have no int8 CPU kernel: quantizing around
   them only adds rounding (-4 dB for the norms) and Quantize/Dequantize passes.
 * Every quantized conv feeds an instance norm, which ignores a positive scale and an offset
