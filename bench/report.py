@@ -72,9 +72,12 @@ def targets(results: dict) -> list[str]:
     side = max((r["height"] for r in models if r["height"] == r["width"] and r["height"] <= 512), default=None)
     fp32 = _case(models, "ort_fp32", side, "of_matmul")
     if fp32:
+        # A float32 network cannot outrun dense float32 matmul on the same cores: if it did, the
+        # yardstick was measured in a slow moment of the machine, and the fraction means nothing.
+        verdict = ("**inconclusive**: the yardstick measured below the network's own rate"
+                   if fp32["of_matmul"] > 1 else _met(fp32["of_matmul"] >= TARGET_FP32_OF_MATMUL))
         lines.append(f"| ORT fp32 ≥ {TARGET_FP32_OF_MATMUL:.0%} of matmul GFLOP/s at {side}² | "
-                     f"{fp32['of_matmul']:.0%} ({fp32['gflops']:.1f} GFLOP/s) | "
-                     f"{_met(fp32['of_matmul'] >= TARGET_FP32_OF_MATMUL)} |")
+                     f"{fp32['of_matmul']:.0%} ({fp32['gflops']:.1f} GFLOP/s) | {verdict} |")
     int8 = _case(models, "ort_int8", side, "speedup_vs_ort_fp32")
     psnr = results.get("quality", {}).get("int8", {}).get("psnr_db")
     if int8 and psnr is not None:

@@ -80,3 +80,10 @@ def test_yardstick_is_the_higher_matmul_measurement(tmp_path):
     text = (tmp_path / "REPORT.md").read_text()
     assert "10.0 GFLOP/s with 2 thread(s) (measured 8.0 and 10.0)" in text
     assert "| 96% (9.6 GFLOP/s) | **met** |" in text  # judged against 10, not 8
+
+
+def test_fp32_faster_than_its_yardstick_is_inconclusive(tmp_path):
+    """66.1 GFLOP in 5 s is 13.2 GFLOP/s, above the 10 GFLOP/s matmul: no verdict either way."""
+    report.write(_results(5.0, 2.5, 31.0, 1.05), tmp_path)
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "| 132% (13.2 GFLOP/s) | **inconclusive**: the yardstick measured below the network's own rate |" in text
