@@ -25,17 +25,15 @@ VARIANT_KINDS = {"int8": "ort_int8", "fp16": "ort_fp16"}
 def variants(style: str, side: int) -> dict:
     """PSNR (mean and worst photo) and largest pixel difference of each variant against fp32,
     on ``side``-px square crops of every content photo."""
-    from export.quantize import variant_quality
+    from export.quantize import compare
 
     photos = content_photos()
-    reference = onnx_path(style, "ort_fp32")
-    result: dict = {"photos": len(photos), "side": side}
-    for name, kind in VARIANT_KINDS.items():
-        path = onnx_path(style, kind)
+    variants = {name: onnx_path(style, kind) for name, kind in VARIANT_KINDS.items()}
+    for path in variants.values():
         if not path.exists():
             raise FileNotFoundError(f"{path} missing: run scripts/build.sh (without --no-variants) first")
-        result[name] = variant_quality(reference, path, photos, side)
-    return result
+    # one fp32 run per photo for all variants
+    return {"photos": len(photos), "side": side, **compare(onnx_path(style, "ort_fp32"), variants, photos, side)}
 
 
 def tiled_or_whole(style: str, side: int, tiled: bool, threads: int) -> dict:

@@ -33,7 +33,6 @@ archive carries (``Program``), so serving needs ONNX Runtime only, not ``onnx``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -43,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from core.checksums import sha256_of
 from core.onnx_session import session_options
 
 #: The networks downsample twice by 2: tile origins on this grid keep every layer aligned.
@@ -215,10 +215,6 @@ def bundle_path(model_path: str | os.PathLike) -> Path:
     """Where a model's tiling bundle lives: ``<name>.onnx`` -> ``<name>.tiling.npz``."""
     path = Path(model_path)
     return path.with_name(path.name.removesuffix(".onnx") + BUNDLE_SUFFIX)
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def load_program(model_path: str | os.PathLike) -> Program:

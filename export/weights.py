@@ -8,7 +8,6 @@ Every file with a known SHA-256 is checked, wherever it came from.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.checksums import sha256_of
 from export.networks import EngstromNet, TFConv, TFConvTranspose, TransformerNet
 
 ENGSTROM_COMMIT = "bd3a0486e4ed4a02b0b4102a7f12a55e3c935d73"
@@ -87,14 +87,6 @@ def default_cache() -> Path:
 def default_mirror() -> Path | None:
     mirror = os.environ.get("STYLE_WEIGHTS_MIRROR")
     return Path(mirror) if mirror else None
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _verify(path: Path, expected: str | None, origin: str) -> None:

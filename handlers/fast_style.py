@@ -52,18 +52,17 @@ class FastStyleHandler(BaseHandler):
             max_input_pixels=int(settings.get("max_input_pixels", Limits.max_input_pixels)),
             max_pixels=int(settings.get("max_pixels", Limits.max_pixels)),
         )
-        self.session = ort.InferenceSession(
-            os.path.join(model_dir, context.manifest["model"]["serializedFile"]),
-            sess_options=session_options(int(settings.get("intra_op_threads", 0))),
-            providers=providers(properties.get("gpu_id")),
-        )
+        model = os.path.join(model_dir, context.manifest["model"]["serializedFile"])
+        threads = int(settings.get("intra_op_threads", 0))
+        devices = providers(properties.get("gpu_id"))
+        self.session = ort.InferenceSession(model, sess_options=session_options(threads), providers=devices)
         self.style = context.manifest["model"]["modelName"]
         self.tile_threshold = tiling.threshold(settings.get("tile_threshold"))
         self._tiler_args = {
-            "model": os.path.join(model_dir, context.manifest["model"]["serializedFile"]),
+            "model": model,
             "layout": tiling.Layout(tile=int(settings.get("tile_size", tiling.Layout.tile))),
-            "threads": int(settings.get("intra_op_threads", 0)),
-            "providers": providers(properties.get("gpu_id")),
+            "threads": threads,
+            "providers": devices,
         }
         self._tiler: tiling.TiledStylizer | None = None
         self.kserve_v2 = False

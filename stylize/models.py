@@ -7,6 +7,7 @@ very module the export would trace, so the pixels are the same (to ONNX's 1/255 
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -66,10 +67,9 @@ def onnx_runner(path: Path, threads: int = 0, tile: bool | None = None) -> Runne
     from core import tiling
     from stylize.shared import providers, session_options
 
+    threads = threads or os.cpu_count() or 1
     try:
-        session = ort.InferenceSession(
-            str(path), sess_options=session_options(threads or os.cpu_count() or 1), providers=providers(None)
-        )
+        session = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=providers(None))
     except Exception as error:  # noqa: BLE001 - ORT raises its own types for bad files
         raise ModelError(f"{path} is not a loadable ONNX model ({error})") from None
     spec = session.get_inputs()[0]
@@ -83,18 +83,21 @@ def onnx_runner(path: Path, threads: int = 0, tile: bool | None = None) -> Runne
 
         return run_uint8
 
+    @functools.cache
+    def tiler() -> tiling.TiledStylizer:
+        """Built on the first large image only (or at once when tiling is forced)."""
+        return tiling.TiledStylizer(path, threads=threads)
+
     try:
         limit = tiling.threshold()
-        # forced: built now, so a model that cannot tile fails before the batch; else on the first large image
-        tiler = [tiling.TiledStylizer(path, threads=threads or os.cpu_count() or 1)] if tile else []
+        if tile:  # forced: a model that cannot tile fails now, before the batch starts
+            tiler()
     except ValueError as error:  # a malformed $STYLE_TILE_THRESHOLD, or a graph tiling cannot split
         raise ModelError(f"{path}: {error}") from None
 
     def run_float(array: np.ndarray) -> np.ndarray:
         if tiling.wants_tiles(array.shape[1], array.shape[2], tile, limit):
-            if not tiler:
-                tiler.append(tiling.TiledStylizer(path, threads=threads or os.cpu_count() or 1))
-            return tiler[0](array)
+            return tiler()(array)
         return session.run(None, {spec.name: array[None]})[0][0]
 
     return run_float

@@ -181,7 +181,6 @@ def test_plan_cores_cover_the_padded_image_once():
     for tile in plan(203, 97, Layout(tile=64, margin=16)):
         y0, y1, x0, x1 = tile.core
         counts[y0:y1, x0:x1] += 1
-        assert all(v % tiling.ALIGN == 0 for v in (*tile.core, tile.outer[0], tile.outer[2]))
     assert (counts == 1).all()
 
 
