@@ -189,5 +189,6 @@ def stylize_fast(photo_bytes: bytes, style: str, options: FastOptions, url: str,
         after = local.stylize(photo, style, params, onnx_dir)
     except ModelError as error:
         raise ClientError(f"The server at {url} {reason}, and the local fallback cannot run: {error}") from None
-    note = f"Stylized locally with ONNX Runtime ({style}.onnx): the server at {url} {reason}."
+    note = (f"Stylized locally with {local.stylizer(style, onnx_dir).runtime} ({style}.onnx): "
+            f"the server at {url} {reason}.")
     return Outcome(photo, after, codec.encode(after, "png"), "local", note)

@@ -51,7 +51,7 @@ def sidebar() -> str:
     if reason is None:
         st.sidebar.success("TorchServe is reachable.")
     else:
-        st.sidebar.warning(f"The server {reason}. Fast styles will run locally with ONNX Runtime; "
+        st.sidebar.warning(f"The server {reason}. Fast styles will run locally (same engine choice as the server); "
                            "the Gatys path needs the server.")
     return url
 

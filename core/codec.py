@@ -14,22 +14,15 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from core.errors import InputError
+
+__all__ = ["InputError", "Limits", "decode", "encode", "to_array", "from_array", "parse_format", "format_from_accept"]
+
 #: Formats we decode. GIF gives its first frame; everything else Pillow knows is refused.
 DECODABLE = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 #: Formats we encode, by the names clients use, with their media types.
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 _FORMAT_ALIASES = {"jpg": "jpeg", "image/jpg": "jpeg", **{v: k for k, v in MEDIA_TYPES.items()}}
-
-
-class InputError(ValueError):
-    """The request is wrong; ``status`` is the HTTP code and the message names the problem."""
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
-
-    def as_json(self) -> dict:
-        return {"code": self.status, "type": "InputError", "message": str(self)}
 
 
 @dataclass(frozen=True)

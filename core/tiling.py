@@ -35,15 +35,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from core.checksums import sha256_of
-from core.onnx_session import session_options
+from core.engines import REFERENCE, Candidate, Engine, open_engine
 
 #: The networks downsample twice by 2: tile origins on this grid keep every layer aligned.
 ALIGN = 4
@@ -62,7 +60,7 @@ THRESHOLD_ENV = "STYLE_TILE_THRESHOLD"
 IN_OP = "InstanceNormalization"
 #: Bundle file beside ``<name>.onnx`` (see ``Program``), and its format's version.
 BUNDLE_SUFFIX = ".tiling.npz"
-BUNDLE_VERSION = 2
+BUNDLE_VERSION = 3
 
 
 def threshold(configured: int | str | None = None) -> int:
@@ -281,38 +279,38 @@ class TiledStylizer:
         model: str | os.PathLike | Program,
         layout: Layout = Layout(),
         threads: int = 0,
-        providers: Sequence | None = None,
+        candidate: Candidate = REFERENCE,
     ):
+        """``candidate``: the backend and precision the stage graphs run with (that of the
+        whole-image engine; ``model`` is the file it runs, e.g. the int8 variant)."""
         program = model if isinstance(model, Program) else load_program(model)
         self.layout = layout
         self.schedule = program.schedule
-        options = session_options(threads)
-        _use_shared_arena(options)
-        providers = list(providers or ["CPUExecutionProvider"])
-        self.sessions = [ort.InferenceSession(g, sess_options=options, providers=providers) for g in program.graphs]
+        self.engines = [open_engine(g, candidate, threads, shared_arena=True) for g in program.graphs]
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
-        """``float32 [3, H, W]`` in 0..255 -> the stylized image, same shape."""
+    def __call__(self, image: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """``float32 [3, H, W]`` in 0..255 -> the stylized image, same shape. ``extra``: the
+        graph's other inputs (whole-image values, such as a style blend), given to every stage."""
         _, height, width = image.shape
         tiles = plan(height, width, self.layout)
         stored: dict[str, np.ndarray] = {self.schedule.image: image}
-        stats: dict[str, np.ndarray] = {}
-        for stage, session in zip(self.schedule.stages, self.sessions, strict=True):
+        stats: dict[str, np.ndarray] = dict(extra or {})
+        for stage, engine in zip(self.schedule.stages, self.engines, strict=True):
             stored = {name: stored[name] for name in stage.sources}  # drop what is done with
-            targets, pool = self._pass(stage, session, stored, stats, tiles, (height, width))
+            targets, pool = self._pass(stage, engine, stored, stats, tiles, (height, width))
             stored.update(targets)
             for k in stage.layers:
                 stats.update(pool.feeds(k))
         return stored[self.schedule.output]
 
     def _pass(
-        self, stage: Stage, session: ort.InferenceSession, stored: dict, stats: dict, tiles: list[Tile], size
+        self, stage: Stage, engine: Engine, stored: dict, stats: dict, tiles: list[Tile], size
     ) -> tuple[dict[str, np.ndarray], Pool]:
         """Runs a stage on every tile: pastes each tile's core of every target into a
         whole-image array, and pools the statistics of the stage's layers over the cores."""
         height, width = size
         strides = self.schedule.strides
-        wanted = {i.name for i in session.get_inputs()}
+        wanted = set(engine.input_names)
         targets: dict[str, np.ndarray] = {}
         pool = Pool()
         for tile in tiles:
@@ -329,7 +327,7 @@ class TiledStylizer:
             if self.schedule.image in wanted and self.schedule.image not in feeds:
                 # Only its size is read (for the final crop): untouched zeros cost no memory.
                 feeds[self.schedule.image] = np.zeros((1, 3, oy1 - oy0, ox1 - ox0), np.float32)
-            results = session.run(None, feeds, _RUN_AND_SHRINK if tile is tiles[-1] else _RUN)
+            results = engine.run(feeds, shrink=tile is tiles[-1])
             for name, out in zip(stage.targets, results, strict=False):
                 s = strides[name]
                 if name not in targets:  # the network's padded size, cropped at the very end
@@ -341,28 +339,6 @@ class TiledStylizer:
                 stride = strides[self.schedule.layer_inputs[k]]
                 pool.add(k, ((y1 - y0) // stride) * ((x1 - x0) // stride), mean, var)
         return targets, pool
-
-
-#: All tiling sessions share one arena: some 17 sessions run one after another, and an arena
-#: each would keep its own peak (several GiB in all), while plain allocation costs ~30%
-#: more time at full resolution (fresh pages for every tensor). Shrinking it after each
-#: stage's last tile keeps stages of different shapes from fragmenting it, and hands the
-#: memory back between requests.
-_RUN = ort.RunOptions()
-_RUN_AND_SHRINK = ort.RunOptions()
-_RUN_AND_SHRINK.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
-_shared_arena = False
-
-
-def _use_shared_arena(options: ort.SessionOptions) -> None:
-    """Makes sessions made with ``options`` use the process-wide CPU arena (registered on
-    first use; growth exactly as requested, so it never holds more than one run's peak)."""
-    global _shared_arena
-    if not _shared_arena:
-        info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
-        ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, 1, 1 << 20, -1))  # 1: kSameAsRequested
-        _shared_arena = True
-    options.add_session_config_entry("session.use_env_allocators", "1")
 
 
 def _paste(target: np.ndarray, out: np.ndarray, tile: Tile, stride: int) -> None:

@@ -141,11 +141,20 @@ def extract(model: onnx.ModelProto, inputs: Sequence[str], outputs: Sequence[str
     new_graph = helper.make_graph(
         nodes,
         f"{graph.name}_part",
-        [helper.make_tensor_value_info(n, types.get(n, TensorProto.FLOAT), None) for n in inputs if n in used],
-        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outputs],
+        [helper.make_tensor_value_info(n, types.get(n, TensorProto.FLOAT), _shape(n)) for n in inputs if n in used],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, _shape(n)) for n in outputs],
         [init for init in graph.initializer if init.name in used],
     )
     return helper.make_model(new_graph, opset_imports=model.opset_import, ir_version=model.ir_version)
+
+
+def _shape(name: str) -> list[None] | list[int]:
+    """A cut tensor's shape, as far as it is known: statistics are vectors, ``core`` is the
+    tile's box, everything else an image-like ``[N, C, H, W]``. Declaring the rank lets
+    every backend read the stage graphs (OpenVINO refuses inputs of unknown rank)."""
+    if name.startswith(("mean_", "var_", "seen_mean_", "seen_var_")):
+        return [None]
+    return [4] if name == "core" else [None, None, None, None]
 
 
 def schedule(model: onnx.ModelProto, budget: float = MAX_STORED_VALUES_PER_PIXEL) -> Schedule:

@@ -57,8 +57,8 @@ from PIL import Image, ImageOps
 
 from core import codec
 from core.onnx_session import session_options
+from core.photos import default_parity_photo
 from export.graph_rewrites import BLOCK
-from export.photos import default_parity_photo
 
 #: The shared real photos beside the checkout (``../shared/images/content``).
 CONTENT_DIR = Path(__file__).resolve().parents[2] / "shared" / "images" / "content"
@@ -98,7 +98,7 @@ def default_calibration_photos() -> list[Path]:
 
 def photo_batches(photos: Sequence[Path], side: int) -> list[np.ndarray]:
     """Each photo centre-cropped square and resized to ``side``: float ``[1, 3, side, side]``,
-    the same crops as the benchmark's (``bench.photos.photo``), so sizes mean the same there."""
+    the same crops as the benchmark's (``core.photos.photo``), so sizes mean the same there."""
     batches = []
     for path in photos:
         with Image.open(path) as image:

@@ -103,6 +103,9 @@ class Server:
         tmp = self.runtime_dir / "tmp"
         tmp.mkdir(parents=True, exist_ok=True)
         return {
+            # Where each worker caches its measured engine choice (core.runtime_choice), so a
+            # restarted worker opens the chosen engine at once; an explicit setting wins.
+            "STYLE_RUNTIME_DIR": str(self.runtime_dir / "runtime-choice"),
             **os.environ,
             **self.extra_env,
             "TMPDIR": str(tmp),

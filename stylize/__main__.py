@@ -13,6 +13,9 @@ import time
 from pathlib import Path
 
 from core.codec import InputError, parse_format
+from core.engines import BACKENDS, PRECISIONS
+from core.runtime_choice import RuntimeSettings, SettingError
+from core.style_options import PARAMS
 from stylize.batch import Options, collect_inputs, run_batch
 from stylize.models import DEFAULT_ONNX_DIR, ModelError, load
 
@@ -23,8 +26,6 @@ TILE_CHOICES = {"auto": None, "on": True, "off": False}
 
 def _param(name: str):
     """An argparse type that validates like the HTTP parameter of the same name."""
-    from stylize.shared import PARAMS
-
     def parse(text: str):
         try:
             return PARAMS[name].parse(name, text)
@@ -65,6 +66,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quality", type=_param("quality"), default=92, help="JPEG/WebP quality (default 92)")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
+    p.add_argument("--backend", choices=["auto", *BACKENDS], default="auto",
+                   help="engine: auto (default: the fastest correct one, measured once per machine), or force one")
+    p.add_argument("--precision", choices=["auto", *PRECISIONS], default="auto",
+                   help="auto (default), fp32, bf16 (CPUs with BF16), int8, fp16 (GPU)")
+    p.add_argument("--min-psnr-db", type=float, help="quality floor against ONNX Runtime fp32 (default 45)")
     p.add_argument("--tile", choices=TILE_CHOICES, default="auto",
                    help="run in overlapping tiles with global statistics (same pixels, bounded memory): "
                    "auto (default) above $STYLE_TILE_THRESHOLD or 4.2 MP, on, or off")
@@ -85,18 +91,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no files in {', '.join(map(str, args.inputs))}", file=sys.stderr)
         return 2
     try:
-        label, runner = load(
-            str(args.model) if args.model else args.style, args.onnx_dir, args.threads, TILE_CHOICES[args.tile]
-        )
-    except ModelError as error:
+        settings = RuntimeSettings.from_config({
+            "backend": args.backend, "precision": args.precision, "min_psnr_db": args.min_psnr_db,
+            "threads": args.threads,
+        })  # fmt: skip
+        stylizer = load(str(args.model) if args.model else args.style, args.onnx_dir, settings, TILE_CHOICES[args.tile])
+    except (ModelError, SettingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     options = Options(
         fmt=args.format, quality=args.quality, max_side=args.max_side, strength=args.strength,
-        preserve_colors=args.preserve_colors, overwrite=args.overwrite,
+        preserve_colors=args.preserve_colors, tile=TILE_CHOICES[args.tile], overwrite=args.overwrite,
     )
     started = time.perf_counter()
-    report = run_batch(inputs, args.out_dir, runner, options, progress=args.progress)
+    report = run_batch(inputs, args.out_dir, stylizer, options, progress=args.progress)
+    label = f"{stylizer.model.name} on {stylizer.runtime}"
     print(f"[{label}, {time.perf_counter() - started:.1f} s] " + report.summary(len(inputs), args.out_dir))
     return report.exit_code
 

@@ -13,10 +13,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from core import codec
-from core.codec import InputError, Limits
-from stylize.models import Runner
-from stylize.shared import finish
+from core.codec import InputError
+from core.stylizer import Stylizer
 
 
 @dataclass(frozen=True)
@@ -26,7 +24,15 @@ class Options:
     max_side: int | None = None
     strength: float = 1.0
     preserve_colors: bool = False
+    tile: bool | None = None
     overwrite: bool = False
+
+    def params(self) -> dict:
+        """The same parameters an HTTP request to the server carries."""
+        return {
+            "format": self.fmt, "quality": self.quality, "max_side": self.max_side, "strength": self.strength,
+            "preserve_colors": self.preserve_colors, "tile": self.tile,
+        }  # fmt: skip
 
 
 @dataclass
@@ -78,15 +84,9 @@ def output_names(inputs: list[Path], fmt: str) -> dict[Path, str]:
     return names
 
 
-def paint(data: bytes, run: Runner, options: Options) -> bytes:
-    """Encoded photo -> encoded painting, the handler's steps in the handler's order."""
-    photo = codec.decode(data, Limits(), options.max_side)
-    stylized = codec.from_array(run(codec.to_array(photo)))
-    params = {"strength": options.strength, "preserve_colors": options.preserve_colors}
-    return codec.encode(finish(stylized, photo, params), options.fmt, options.quality)
-
-
-def run_batch(inputs: list[Path], out_dir: Path, run: Runner, options: Options, progress: bool | None = None) -> Report:
+def run_batch(
+    inputs: list[Path], out_dir: Path, stylizer: Stylizer, options: Options, progress: bool | None = None
+) -> Report:
     out_dir.mkdir(parents=True, exist_ok=True)
     report = Report()
     names = output_names(inputs, options.fmt)
@@ -103,7 +103,7 @@ def run_batch(inputs: list[Path], out_dir: Path, run: Runner, options: Options, 
             report.failed.append((source, f"cannot read ({error.strerror or error})"))
             continue
         try:
-            painted = paint(data, run, options)
+            painted = stylizer.stylize_bytes(data, options.params())
         except InputError as error:
             report.failed.append((source, str(error)))
             continue

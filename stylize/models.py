@@ -1,4 +1,10 @@
-"""Loading a style network for the CLI: a built default style, any ``.onnx``, or a ``.pth``.
+"""Opening a model for the CLI: a built style name, any ``.onnx``, or a ``.pth``.
+
+Every kind is served by ``core.stylizer.Stylizer``, the runtime the server uses, so a
+photo painted here and by the server with the same engine gives the same bytes. A ``.onnx``
+in this project's layout gets the same measured choice of engine as on the server; the
+embeddable ``<style>.uint8.onnx`` and a pytorch/examples ``.pth`` run on their own engine
+(ONNX Runtime; PyTorch), since their file is all there is.
 
 A ``.pth`` runs in PyTorch rather than being exported first: exporting takes longer than
 painting a typical batch and needs the export toolchain, while the PyTorch network is the
@@ -7,18 +13,16 @@ very module the export would trace, so the pixels are the same (to ONNX's 1/255 
 
 from __future__ import annotations
 
-import functools
-import os
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from core.engines import Candidate
+from core.runtime_choice import RuntimeSettings, SettingError
+from core.stylizer import Stylizer, TilingPolicy
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ONNX_DIR = ROOT / "build" / "onnx"
-
-#: ``float32 [3, H, W]`` in 0..255 -> the same layout, stylized.
-Runner = Callable[[np.ndarray], np.ndarray]
 
 
 class ModelError(RuntimeError):
@@ -26,22 +30,43 @@ class ModelError(RuntimeError):
 
 
 def load(
-    model: str, onnx_dir: Path = DEFAULT_ONNX_DIR, threads: int = 0, tile: bool | None = None
-) -> tuple[str, Runner]:
-    """Returns ``(label, runner)`` for a style name or a path to a ``.onnx``/``.pth`` file.
+    model: str,
+    onnx_dir: Path = DEFAULT_ONNX_DIR,
+    settings: RuntimeSettings | None = None,
+    tile: bool | None = None,
+) -> Stylizer:
+    """A stylizer for a style name or a path to a ``.onnx``/``.pth`` file.
 
-    ``tile``: True/False forces tiled/whole-image runs, None tiles above the serving
-    threshold (``core.tiling.threshold``), as the handler does. Only float ONNX models tile.
+    ``tile``: True forces tiling, and a model that cannot tile fails now, before the batch.
     """
+    settings = settings or RuntimeSettings.from_config()
     path = Path(model)
     if path.suffix in (".onnx", ".pth", ".pt"):
         if not path.is_file():
             raise ModelError(f"model file {path} does not exist")
-        if path.suffix != ".onnx" and tile:
-            raise ModelError(f"{path}: tiling needs a float ONNX model such as build/onnx/<style>.onnx")
-        runner = onnx_runner(path, threads, tile) if path.suffix == ".onnx" else pytorch_runner(path, threads)
-        return path.name, runner
-    return model, onnx_runner(style_onnx(model, onnx_dir), threads, tile)
+    else:
+        path = style_onnx(model, onnx_dir)
+    try:
+        policy = TilingPolicy.from_config()
+        if path.suffix != ".onnx":
+            stylizer = Stylizer(path, settings, policy, engine=TorchEngine(path, settings.threads))
+        elif _is_uint8(path):
+            stylizer = Stylizer(path, settings, policy, engine=Uint8Engine(path, settings.threads))
+        else:
+            stylizer = Stylizer(path, settings, policy)
+        if tile:
+            if isinstance(stylizer.engine, TorchEngine):
+                raise ModelError(f"{path}: tiling needs a float ONNX model such as build/onnx/<style>.onnx")
+            if isinstance(stylizer.engine, Uint8Engine):
+                raise ModelError(f"{path}: tiling needs the float model (<style>.onnx), not the uint8 one")
+            stylizer.tiler  # noqa: B018 - built now so a model that cannot tile fails before the batch
+    except (SettingError, ValueError) as error:  # a bad setting, or a graph tiling cannot split
+        raise ModelError(f"{path}: {error}") from None
+    except ModelError:
+        raise
+    except Exception as error:  # noqa: BLE001 - ORT/OpenVINO/torch raise their own types for bad files
+        raise ModelError(f"{path} is not a loadable model ({type(error).__name__}: {error})") from None
+    return stylizer
 
 
 def style_onnx(style: str, onnx_dir: Path = DEFAULT_ONNX_DIR) -> Path:
@@ -59,66 +84,56 @@ def style_onnx(style: str, onnx_dir: Path = DEFAULT_ONNX_DIR) -> Path:
     return path
 
 
-def onnx_runner(path: Path, threads: int = 0, tile: bool | None = None) -> Runner:
-    """ONNX Runtime with the handler's session settings; float NCHW or uint8 HWC models.
-    Float models run large images tiled (see ``load``)."""
-    import onnxruntime as ort
+def _is_uint8(path: Path) -> bool:
+    import onnx
 
-    from core import tiling
-    from stylize.shared import providers, session_options
+    model = onnx.load(str(path), load_external_data=False)
+    return model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
 
-    threads = threads or os.cpu_count() or 1
-    try:
-        session = ort.InferenceSession(str(path), sess_options=session_options(threads), providers=providers(None))
-    except Exception as error:  # noqa: BLE001 - ORT raises its own types for bad files
-        raise ModelError(f"{path} is not a loadable ONNX model ({error})") from None
-    spec = session.get_inputs()[0]
-    if spec.type == "tensor(uint8)":  # the embeddable <style>.uint8.onnx: HWC in and out
-        if tile:
-            raise ModelError(f"{path}: tiling needs the float model (<style>.onnx), not the uint8 one")
 
-        def run_uint8(array: np.ndarray) -> np.ndarray:
+class Uint8Engine:
+    """The embeddable ``<style>.uint8.onnx`` (uint8 ``[H, W, 3]`` in and out) behind the
+    float batch interface the stylizer speaks."""
+
+    input_names = ("image",)
+
+    def __init__(self, path: Path, threads: int = 0):
+        from core.engines import OrtEngine
+
+        self.candidate = Candidate("onnxruntime", "uint8")
+        self._engine = OrtEngine(path, self.candidate, threads)
+        self._name = self._engine.input_names[0]
+
+    def run(self, feeds: dict[str, np.ndarray], shrink: bool = False) -> list[np.ndarray]:
+        outputs = []
+        for array in feeds["image"]:
             pixels = np.ascontiguousarray(np.clip(np.rint(array), 0, 255).astype(np.uint8).transpose(1, 2, 0))
-            return session.run(None, {spec.name: pixels})[0].transpose(2, 0, 1).astype(np.float32)
-
-        return run_uint8
-
-    @functools.cache
-    def tiler() -> tiling.TiledStylizer:
-        """Built on the first large image only (or at once when tiling is forced)."""
-        return tiling.TiledStylizer(path, threads=threads)
-
-    try:
-        limit = tiling.threshold()
-        if tile:  # forced: a model that cannot tile fails now, before the batch starts
-            tiler()
-    except ValueError as error:  # a malformed $STYLE_TILE_THRESHOLD, or a graph tiling cannot split
-        raise ModelError(f"{path}: {error}") from None
-
-    def run_float(array: np.ndarray) -> np.ndarray:
-        if tiling.wants_tiles(array.shape[1], array.shape[2], tile, limit):
-            return tiler()(array)
-        return session.run(None, {spec.name: array[None]})[0][0]
-
-    return run_float
+            out = self._engine.run({self._name: pixels})[0]
+            outputs.append(out.transpose(2, 0, 1).astype(np.float32))
+        return [np.stack(outputs)]
 
 
-def pytorch_runner(path: Path, threads: int = 0) -> Runner:
+class TorchEngine:
     """A pytorch/examples ``TransformerNet`` state dict, padded like the exported graphs."""
-    import torch
 
-    from export.networks import SizePreserving
-    from export.weights import load_pytorch_examples
+    input_names = ("image",)
 
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        net = SizePreserving(load_pytorch_examples(path)).eval()
-    except Exception as error:  # noqa: BLE001 - torch.load/load_state_dict raise many types
-        raise ModelError(f"{path} is not a TransformerNet state dict ({type(error).__name__}: {error})") from None
+    def __init__(self, path: Path, threads: int = 0):
+        import torch
 
-    def run(array: np.ndarray) -> np.ndarray:
+        from export.networks import SizePreserving
+        from export.weights import load_pytorch_examples
+
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            self.net = SizePreserving(load_pytorch_examples(path)).eval()
+        except Exception as error:  # noqa: BLE001 - torch.load/load_state_dict raise many types
+            raise ModelError(f"{path} is not a TransformerNet state dict ({type(error).__name__}: {error})") from None
+        self.candidate = Candidate("pytorch", "fp32")
+
+    def run(self, feeds: dict[str, np.ndarray], shrink: bool = False) -> list[np.ndarray]:
+        import torch
+
         with torch.inference_mode():
-            return net(torch.from_numpy(array)[None])[0].numpy()
-
-    return run
+            return [self.net(torch.from_numpy(feeds["image"])).numpy()]

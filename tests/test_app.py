@@ -168,7 +168,7 @@ def test_extra_built_styles_are_offered(tmp_path):
 def test_unreachable_server_falls_back_to_local_onnx(photo, closed_url):
     outcome = client.stylize_fast(photo, "wave", client.FastOptions(max_side=64), closed_url, ONNX_DIR)
     assert outcome.backend == "local"
-    assert "locally with ONNX Runtime" in outcome.note and closed_url in outcome.note
+    assert "Stylized locally with" in outcome.note and closed_url in outcome.note
     assert max(outcome.before.size) == 64 and outcome.after.size == outcome.before.size
     assert codec.decode(outcome.png).size == outcome.after.size
     assert np.abs(_array(outcome.after) - _array(outcome.before)).mean() > 10  # it was painted
@@ -308,7 +308,7 @@ def test_page_falls_back_locally_and_says_so(monkeypatch, photo, closed_url):
     assert at.button(key="stylize").disabled  # nothing to stylize yet
     at = _stylize(at, photo)
     assert not at.exception and not at.error
-    assert "locally with ONNX Runtime" in at.info[0].value
+    assert "Stylized locally with" in at.info[0].value
     assert [image.captions for image in at.image][-2:] == [["Before"], ["After"]]
     assert at.download_button(key="download").label == "Download PNG"
 

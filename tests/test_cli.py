@@ -78,14 +78,29 @@ def test_existing_output_is_kept_without_overwrite(photos, tmp_path, capsys):
     assert code == 0 and Image.open(existing).format == "PNG"
 
 
-def test_default_output_is_the_model_output(photos, tmp_path, capsys):
-    code, _ = _run(capsys, photos, "-o", tmp_path / "out", "--style", "udnie")
-    assert code == 0
+def test_reference_runtime_output_is_the_model_output(photos, tmp_path, capsys):
+    """Forced to the reference engine, the CLI's pixels are ONNX Runtime fp32's, rounded."""
+    code, summary = _run(capsys, photos, "-o", tmp_path / "out", "--style", "udnie",
+                         "--backend", "onnxruntime", "--precision", "fp32")
+    assert code == 0 and "onnxruntime/fp32" in summary
     session = ort.InferenceSession(str(ONNX_DIR / "udnie.onnx"), providers=["CPUExecutionProvider"])
     for source in photos.iterdir():
         photo = codec.decode(source.read_bytes())
         expected = session.run(None, {"image": codec.to_array(photo)[None]})[0][0].transpose(1, 2, 0)
         assert np.abs(_pixels(tmp_path / "out" / source.name) - expected).max() <= 1.0
+
+
+def test_default_runtime_output_reaches_the_quality_floor(photos, tmp_path, capsys):
+    """The automatic choice may be a faster engine; its output stays within 45 dB of fp32."""
+    from core.runtime_choice import DEFAULT_MIN_PSNR_DB, psnr_db
+
+    code, summary = _run(capsys, photos, "-o", tmp_path / "out", "--style", "udnie")
+    assert code == 0 and " on " in summary
+    session = ort.InferenceSession(str(ONNX_DIR / "udnie.onnx"), providers=["CPUExecutionProvider"])
+    for source in photos.iterdir():
+        photo = codec.decode(source.read_bytes())
+        expected = session.run(None, {"image": codec.to_array(photo)[None]})[0][0].transpose(1, 2, 0)
+        assert psnr_db(expected, _pixels(tmp_path / "out" / source.name)) >= DEFAULT_MIN_PSNR_DB
 
 
 def test_strength_zero_returns_the_photo(photos, tmp_path, capsys):
@@ -136,7 +151,8 @@ def test_pth_state_dict_runs_in_pytorch(photos, tmp_path, capsys):
 def test_uint8_onnx_file_is_accepted(photos, tmp_path, capsys):
     code, _ = _run(capsys, photos, "-o", tmp_path / "a", "--model", ONNX_DIR / "udnie.uint8.onnx")
     assert code == 0
-    code, _ = _run(capsys, photos, "-o", tmp_path / "b", "--model", ONNX_DIR / "udnie.onnx")
+    code, _ = _run(capsys, photos, "-o", tmp_path / "b", "--model", ONNX_DIR / "udnie.onnx",
+                   "--backend", "onnxruntime", "--precision", "fp32")
     for source in photos.iterdir():
         assert np.abs(_pixels(tmp_path / "a" / source.name) - _pixels(tmp_path / "b" / source.name)).max() <= 1.0
 

@@ -20,7 +20,9 @@ from ts.context import Context, RequestProcessor
 from core import codec, tiling
 from core.onnx_session import session_options
 from core.tiling import Layout, TiledStylizer, plan
+from core.stylizer import TilingPolicy
 from core.tiling_graphs import compile_file, write_bundle
+from core.torchserve import RUNTIME_HEADER
 from export.archive import ROOT, package
 from export.quantize import psnr_db
 from handlers.fast_style import FastStyleHandler
@@ -228,26 +230,30 @@ def _png(array: np.ndarray) -> bytes:
     return codec.encode(codec.from_array(array), "png")
 
 
-def test_handler_forced_tiling_returns_the_same_image(handler, photo, whole, monkeypatch):
+def test_handler_forced_tiling_returns_the_same_image(handler, photo, monkeypatch):
+    """Tiled on the chosen runtime (whatever it is here) = whole-image on that runtime."""
     handler, context = handler
-    monkeypatch.setattr(handler, "_tiler_args", {**handler._tiler_args, "layout": Layout(tile=96, margin=16)})
-    monkeypatch.setattr(handler, "_tiler", None)
+    stylizer = handler.stylizer
+    monkeypatch.setattr(stylizer, "tiling", TilingPolicy(stylizer.tiling.threshold, Layout(tile=96, margin=16)))
+    monkeypatch.setattr(stylizer, "_tiler", None)
     crop = np.ascontiguousarray(photo[:, :150, :201])  # PNG: the handler sees these pixels
     context.request_processor = [RequestProcessor({"body": {"content-type": "image/png"}, "X-Tile": "true"})]
     [out] = handler.handle([{"body": bytearray(_png(crop))}], context)
     assert context.get_response_status(0)[0] in (None, 200)
-    assert handler._tiler is not None  # the request really went the tiled way
+    assert stylizer._tiler is not None  # the request really went the tiled way
+    assert context.get_response_headers(0).get(RUNTIME_HEADER) == stylizer.runtime
     image = Image.open(io.BytesIO(out))
     assert image.format == "PNG" and image.size == (201, 150)
-    expected = whole(codec.to_array(codec.from_array(crop)))
+    expected = stylizer.run(codec.to_array(codec.from_array(crop))[None])[0]
     assert psnr_db(expected, codec.to_array(image.convert("RGB"))) >= MIN_PSNR_DB - 10  # both rounded
 
 
 def test_handler_tiles_automatically_above_its_threshold(handler, small_photo, monkeypatch):
     handler, context = handler
     calls = []
-    monkeypatch.setattr(handler, "tile_threshold", small_photo.width * small_photo.height - 1)
-    monkeypatch.setattr(type(handler), "tiler", property(lambda self: lambda array: calls.append(1) or array))
+    stylizer = handler.stylizer
+    monkeypatch.setattr(stylizer, "tiling", TilingPolicy(small_photo.width * small_photo.height - 1))
+    monkeypatch.setattr(type(stylizer), "tiler", property(lambda self: lambda array, extra: calls.append(1) or array))
     context.request_processor = [RequestProcessor({"body": {"content-type": "image/png"}}) for _ in range(2)]
     png = _png(codec.to_array(small_photo))
     rows = [{"body": bytearray(png)}, {"image": bytearray(png), "tile": b"false"}]
@@ -272,11 +278,13 @@ def test_cli_tile_option(tmp_path, content_photos, monkeypatch, capsys):
     image.save(source)
     calls = []
     tiled_call = TiledStylizer.__call__
-    monkeypatch.setattr(TiledStylizer, "__call__", lambda self, array: calls.append(1) or tiled_call(self, array))
+    monkeypatch.setattr(TiledStylizer, "__call__",
+                        lambda self, array, extra=None: calls.append(1) or tiled_call(self, array, extra))
     results = {}
     for mode in ("on", "off"):
         out = tmp_path / mode
-        assert main([str(source), "-o", str(out), "--style", STYLE, "--tile", mode, "--no-progress"]) == 0
+        reference = ["--backend", "onnxruntime", "--precision", "fp32"]
+        assert main([str(source), "-o", str(out), "--style", STYLE, "--tile", mode, "--no-progress", *reference]) == 0
         results[mode] = codec.to_array(Image.open(out / "in.png").convert("RGB"))
     capsys.readouterr()
     assert calls == [1]

@@ -1,0 +1,247 @@
+"""Backends that run an ONNX graph: ONNX Runtime and OpenVINO, each at a precision.
+
+A ``Candidate`` names one way to run a style network on this machine (backend, precision,
+device); ``open_engine`` makes it an ``Engine``, whose ``run(feeds)`` returns the graph's
+outputs in order. Both backends read the same ``.onnx`` files; precisions map to files and
+settings as follows:
+
+- ``fp32``: the float file;
+- ``bf16``: the float file with OpenVINO's inference-precision hint (CPUs with BF16 only);
+- ``int8``: the static-QDQ file ``<name>.int8.onnx`` (on OpenVINO with the bf16 hint for
+  the layers left in float, where the CPU has BF16);
+- ``fp16``: on a GPU, ONNX Runtime's CUDA provider with ``<name>.fp16.onnx``, or OpenVINO's
+  GPU device with the f16 hint.
+
+Which candidate serves is decided by measurement (``core.runtime_choice``), never assumed
+from the CPU's name.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import onnxruntime as ort
+
+from core.onnx_session import session_options
+
+BACKENDS = ("onnxruntime", "openvino")
+PRECISIONS = ("fp32", "bf16", "int8", "fp16")
+#: Sibling files of ``<name>.onnx`` that hold the reduced-precision variants.
+VARIANT_FILES = {"int8": ".int8.onnx", "fp16": ".fp16.onnx"}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way to run a network: ``device`` is ``cpu``, ``cuda:<id>`` (ONNX Runtime) or
+    ``GPU`` (OpenVINO's GPU plugin)."""
+
+    backend: str
+    precision: str
+    device: str = "cpu"
+
+    @property
+    def label(self) -> str:
+        """What the response header, the logs and the metrics call it: ``openvino/bf16``."""
+        suffix = "" if self.device == "cpu" else f"@{self.device}"
+        return f"{self.backend}/{self.precision}{suffix}"
+
+    def model_file(self, float_path: Path) -> Path:
+        """The file this candidate runs, given the float ``<name>.onnx``."""
+        uses_file = self.precision == "int8" or (self.precision == "fp16" and self.backend == "onnxruntime")
+        if not uses_file:
+            return float_path
+        return variant_path(float_path, self.precision)
+
+
+def variant_path(float_path: Path, precision: str) -> Path:
+    """``udnie.onnx`` -> ``udnie.int8.onnx`` (or ``.fp16.onnx``)."""
+    return float_path.with_name(float_path.name.removesuffix(".onnx") + VARIANT_FILES[precision])
+
+
+REFERENCE = Candidate("onnxruntime", "fp32")
+
+
+class Engine(Protocol):
+    """A graph ready to run: ``run`` takes named inputs, returns outputs in graph order."""
+
+    candidate: Candidate
+    input_names: tuple[str, ...]
+
+    def run(self, feeds: dict[str, np.ndarray], shrink: bool = False) -> list[np.ndarray]: ...
+
+
+# ---------------------------------------------------------------------------------------
+# What this machine has
+# ---------------------------------------------------------------------------------------
+
+
+@cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as the kernel reports them (empty where it does not)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith(("flags", "Features")):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+@cache
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+#: Flags that decide which kernels the backends can use; the choice cache is keyed by them.
+RELEVANT_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def relevant_flags() -> list[str]:
+    return [flag for flag in RELEVANT_FLAGS if flag in cpu_flags()]
+
+
+@cache
+def openvino_core():
+    """OpenVINO's runtime core, or None where the package is not installed."""
+    try:
+        import openvino
+    except ImportError:
+        return None
+    return openvino.Core()
+
+
+def openvino_cpu_has_bf16() -> bool:
+    """BF16 as OpenVINO's CPU plugin reports it (it checks the instructions it needs)."""
+    core = openvino_core()
+    return core is not None and "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def candidates(float_path: Path, gpu_id: int | None = None) -> list[Candidate]:
+    """Every candidate this machine and these files allow, the reference first."""
+    found = [REFERENCE]
+    int8 = variant_path(float_path, "int8").is_file()
+    if int8:
+        found.append(Candidate("onnxruntime", "int8"))
+    if gpu_id is not None and "CUDAExecutionProvider" in ort.get_available_providers():
+        device = f"cuda:{gpu_id}"
+        found.append(Candidate("onnxruntime", "fp32", device))
+        if variant_path(float_path, "fp16").is_file():
+            found.append(Candidate("onnxruntime", "fp16", device))
+    core = openvino_core()
+    if core is not None:
+        found.append(Candidate("openvino", "fp32"))
+        if openvino_cpu_has_bf16():
+            found.append(Candidate("openvino", "bf16"))
+        if int8:
+            found.append(Candidate("openvino", "int8"))
+        if "GPU" in core.available_devices:
+            found += [Candidate("openvino", "fp32", "GPU"), Candidate("openvino", "fp16", "GPU")]
+    return found
+
+
+# ---------------------------------------------------------------------------------------
+# Engines
+# ---------------------------------------------------------------------------------------
+
+
+def open_engine(model: Path | bytes, candidate: Candidate, threads: int = 0, shared_arena: bool = False) -> Engine:
+    """Loads ``model`` (a file, or a serialized graph such as a tiling stage) for ``candidate``.
+
+    ``threads`` 0 means every core. ``shared_arena`` (ONNX Runtime) makes many sessions that
+    run one after another share one memory arena, as the tiling stages do.
+    """
+    if candidate.backend == "onnxruntime":
+        return OrtEngine(model, candidate, threads, shared_arena)
+    if candidate.backend == "openvino":
+        return OpenVinoEngine(model, candidate, threads)
+    raise ValueError(f"unknown backend {candidate.backend!r}; use one of {', '.join(BACKENDS)}")
+
+
+def _threads(threads: int) -> int:
+    return threads or os.cpu_count() or 1
+
+
+class OrtEngine:
+    """ONNX Runtime: CPU, or CUDA on the device the candidate names."""
+
+    def __init__(self, model: Path | bytes, candidate: Candidate, threads: int = 0, shared_arena: bool = False):
+        options = session_options(_threads(threads))
+        if shared_arena:
+            _use_shared_arena(options)
+        providers: list = ["CPUExecutionProvider"]
+        if candidate.device.startswith("cuda"):
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(candidate.device.split(":")[1])}))
+        source = model if isinstance(model, bytes) else str(model)
+        self.session = ort.InferenceSession(source, sess_options=options, providers=providers)
+        self.candidate = candidate
+        self.input_names = tuple(i.name for i in self.session.get_inputs())
+
+    def run(self, feeds: dict[str, np.ndarray], shrink: bool = False) -> list[np.ndarray]:
+        return self.session.run(None, feeds, _RUN_AND_SHRINK if shrink else None)
+
+
+class OpenVinoEngine:
+    """OpenVINO: reads the ONNX graph itself (dynamic shapes kept), compiled for the device
+    with the precision as an inference hint. No CPU pinning: TorchServe runs one worker
+    process per model on the same cores."""
+
+    HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+
+    def __init__(self, model: Path | bytes, candidate: Candidate, threads: int = 0):
+        core = openvino_core()
+        if core is None:
+            raise RuntimeError("backend 'openvino' asked for, but the openvino package is not installed")
+        graph = core.read_model(model if isinstance(model, bytes) else str(model))
+        device = "GPU" if candidate.device == "GPU" else "CPU"
+        config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY"}
+        if candidate.precision == "int8":  # the QDQ file; its float layers in bf16 where possible
+            hint = "bf16" if device == "CPU" and openvino_cpu_has_bf16() else ("f16" if device == "GPU" else "f32")
+        else:
+            hint = self.HINTS[candidate.precision]
+        config["INFERENCE_PRECISION_HINT"] = hint
+        if device == "CPU":
+            config.update({"INFERENCE_NUM_THREADS": _threads(threads), "NUM_STREAMS": 1, "ENABLE_CPU_PINNING": False})
+        self.compiled = core.compile_model(graph, device, config)
+        self.candidate = candidate
+        self.input_names = tuple(port.get_any_name() for port in self.compiled.inputs)
+        self._outputs = list(self.compiled.outputs)
+
+    def run(self, feeds: dict[str, np.ndarray], shrink: bool = False) -> list[np.ndarray]:
+        # A request per call: cheap, and safe when one engine serves several threads (the app).
+        request = self.compiled.create_infer_request()
+        request.infer(feeds)
+        return [np.array(request.get_tensor(port).data) for port in self._outputs]
+
+
+# Tiling runs some 17 stage sessions one after another: one shared arena keeps a single
+# peak instead of one per session, and shrinking it after each stage's last tile stops
+# stages of different shapes fragmenting it and hands memory back between requests.
+_RUN_AND_SHRINK = ort.RunOptions()
+_RUN_AND_SHRINK.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+_shared_arena = False
+
+
+def _use_shared_arena(options: ort.SessionOptions) -> None:
+    """Makes sessions made with ``options`` use the process-wide CPU arena (registered on
+    first use; growth exactly as requested, so it never holds more than one run's peak)."""
+    global _shared_arena
+    if not _shared_arena:
+        info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        ort.create_and_register_allocator(info, ort.OrtArenaCfg(0, 1, 1 << 20, -1))  # 1: kSameAsRequested
+        _shared_arena = True
+    options.add_session_config_entry("session.use_env_allocators", "1")

@@ -1,0 +1,34 @@
+"""Real photos that need no download, for the runtime choice, the export checks and benchmarks.
+
+``../shared/images/content`` beside the checkout when present (this project's machines),
+else the photo matplotlib ships (Grace Hopper), so every check works anywhere. No torch
+import here: serving processes use it too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image, ImageOps
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_IMAGES = ROOT.parent / "shared" / "images"
+
+
+def default_parity_photo() -> Path:
+    """A real photo that ships with matplotlib (Grace Hopper), so the check works anywhere."""
+    import matplotlib.cbook
+
+    return Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+
+
+def content_photos() -> list[Path]:
+    return sorted((SHARED_IMAGES / "content").glob("*.jpg")) or [default_parity_photo()]
+
+
+def photo(height: int, width: int, index: int = 0) -> Image.Image:
+    """A real photo cropped to the aspect ratio and resized, so a network sees natural image
+    statistics at every size asked for."""
+    photos = content_photos()
+    image = Image.open(photos[index % len(photos)]).convert("RGB")
+    return ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS)
