@@ -1,6 +1,6 @@
 """``python -m bench``: the whole benchmark in one run, written to ``bench/results/``.
 
-    .venv/bin/python -m bench                 # full run (about 40 minutes on 2 cores)
+    .venv/bin/python -m bench                 # full run (long on 2 cores: README, "Performance")
     .venv/bin/python -m bench --quick         # small sizes, 2 runs: checks the machinery
 
 Everything is measured in the same run on the same machine, and the report leads with
@@ -23,10 +23,10 @@ import onnxruntime
 import torch
 
 from bench import isolated, report
-from bench.model_speed import KINDS, ORT_VARIANTS, network_flops, onnx_path
-from bench.photos import ROOT
+from bench.model_speed import KINDS, ORT_VARIANTS, network_flops, onnx_path, unavailable
+from core import engines
+from core.paths import BENCH_RESULTS
 
-RESULTS = ROOT / "bench" / "results"
 SIZES = [(256, 256), (512, 512), (680, 1024), (2048, 2048)]
 QUICK_SIZES = [(128, 128), (192, 256)]
 #: A case whose projected time (previous size's median scaled by pixels, times warm-up plus
@@ -37,19 +37,27 @@ CASE_BUDGET_S = 420
 def machine() -> dict:
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.processor())
+    ov = engines.openvino_core()
     return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
             "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+            "openvino": __import__("openvino").__version__ if ov else None,
+            "cpu_flags": {flag: flag in engines.cpu_flags() for flag in
+                          ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")},
+            "openvino_cpu_capabilities": ov.get_property("CPU", "OPTIMIZATION_CAPABILITIES") if ov else None,
             "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
-def model_cases(style: str, sizes: list[tuple[int, int]], runs: int, threads: int) -> list[dict]:
+def model_cases(style: str, sizes: list[tuple[int, int]], runs: int, threads: int,
+                kinds: list[str] = KINDS) -> list[dict]:
     rows: list[dict] = []
-    for kind in KINDS:
+    for kind in kinds:
         previous: dict | None = None
         for height, width in sizes:
             row = {"kind": kind, "height": height, "width": width,
                    "flops": network_flops(style, height, width)}
-            if kind in ORT_VARIANTS and not onnx_path(style, kind).exists():
+            if kind in ORT_VARIANTS and unavailable(kind):
+                row["skipped"] = unavailable(kind)
+            elif kind in ORT_VARIANTS and not onnx_path(style, kind).exists():
                 row["skipped"] = f"{onnx_path(style, kind).name} not built"
             elif previous and "median_s" in previous:
                 projected = previous["median_s"] * row["flops"] / previous["flops"] * (runs + 1)
@@ -77,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--style", default="udnie", help="a built style (all share one architecture family)")
     parser.add_argument("--runs", type=int, default=5, help="timed runs per case, after one warm-up")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and 2 runs: a smoke test")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=BENCH_RESULTS)
+    parser.add_argument("--kinds", nargs="+", default=KINDS, choices=KINDS, help="bare-network paths to time")
     parser.add_argument("--skip", nargs="*", default=[], choices=["models", "quality", "highres", "serving", "gatys"])
     args = parser.parse_args(argv)
     if not onnx_path(args.style, "ort_fp32").exists():
@@ -93,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     before = {t: isolated.run("bench.model_speed:matmul_gflops", threads=t) for t in thread_counts}
     if "models" not in args.skip:
         print("fast path, bare network", flush=True)
-        results["models"] = model_cases(args.style, sizes, runs, threads)
+        results["models"] = model_cases(args.style, sizes, runs, threads, args.kinds)
     print("matmul yardstick, again", flush=True)
     results["matmul"] = {str(t): higher_rate(before[t], isolated.run("bench.model_speed:matmul_gflops", threads=t))
                          for t in thread_counts}
@@ -108,10 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         ]
     if "serving" not in args.skip:
         print("end to end through TorchServe", flush=True)
-        from bench.serving import end_to_end
+        from bench.serving import all_models_rss, end_to_end
 
         results["serving"] = end_to_end(args.style, sizes[-2:] if args.quick else [(512, 512), (680, 1024)],
                                         runs=2 if args.quick else 8, concurrency=[1, 4])
+        results["serving"]["all_models"] = all_models_rss()
     if "gatys" not in args.skip:
         print("gatys path", flush=True)
         results["gatys"] = isolated.run(

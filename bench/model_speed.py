@@ -12,6 +12,10 @@ Paths (``KINDS``):
   the compilation, reported separately.
 * ``ort_fp32`` / ``ort_int8`` / ``ort_fp16`` – ONNX Runtime with the serving session
   settings on the built ``<style>[.variant].onnx``.
+* ``ov_fp32`` / ``ov_bf16`` / ``ov_int8`` – OpenVINO on the same files, through the
+  stylizer's own engines (``core.engines``); bf16 only where the CPU has it.
+
+Each engine case also reports its output's PSNR against ONNX Runtime fp32 on the same photo.
 """
 
 from __future__ import annotations
@@ -23,18 +27,35 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.photos import ROOT, photo
-from core import codec
+from core import codec, engines
+from core.engines import Candidate
+from core.paths import ONNX_DIR
+from core.photos import photo
+from core.runtime_choice import psnr_db
 
-ONNX_DIR = ROOT / "build" / "onnx"
-KINDS = ["torch_eager", "torchscript", "torch_compile", "ort_fp32", "ort_int8", "ort_fp16"]
-ORT_VARIANTS = {"ort_fp32": "", "ort_int8": ".int8", "ort_fp16": ".fp16"}
+#: The engine cases, as the stylizer's candidates.
+ENGINES = {
+    "ort_fp32": Candidate("onnxruntime", "fp32"), "ort_int8": Candidate("onnxruntime", "int8"),
+    "ort_fp16": Candidate("onnxruntime", "fp16"), "ov_fp32": Candidate("openvino", "fp32"),
+    "ov_bf16": Candidate("openvino", "bf16"), "ov_int8": Candidate("openvino", "int8"),
+}  # fmt: skip
+KINDS = ["torch_eager", "torchscript", "torch_compile", *ENGINES]
+ORT_VARIANTS = ENGINES  # the kinds that run a built ONNX file
 
 Runner = Callable[[np.ndarray], object]
 
 
 def onnx_path(style: str, kind: str) -> Path:
-    return ONNX_DIR / f"{style}{ORT_VARIANTS[kind]}.onnx"
+    return ENGINES[kind].model_file(ONNX_DIR / f"{style}.onnx")
+
+
+def unavailable(kind: str) -> str | None:
+    """Why an engine case cannot run on this machine, or None."""
+    if kind.startswith("ov_") and engines.openvino_core() is None:
+        return "openvino not installed"
+    if kind == "ov_bf16" and not engines.openvino_cpu_has_bf16():
+        return "no BF16 on this CPU"
+    return None
 
 
 def _torch_runner(kind: str, style: str, threads: int, example: np.ndarray) -> Runner:
@@ -57,15 +78,10 @@ def _torch_runner(kind: str, style: str, threads: int, example: np.ndarray) -> R
     return run
 
 
-def _ort_runner(kind: str, style: str, threads: int) -> Runner:
-    import onnxruntime as ort
-
-    from core.onnx_session import session_options
-
-    session = ort.InferenceSession(str(onnx_path(style, kind)), sess_options=session_options(threads),
-                                   providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x})
+def _engine_runner(kind: str, style: str, threads: int) -> Runner:
+    candidate = ENGINES[kind]
+    engine = engines.open_engine(onnx_path(style, kind), candidate, threads)
+    return lambda x: engine.run({"image": x})[0]
 
 
 def time_network(kind: str, style: str, height: int, width: int, runs: int, threads: int) -> dict:
@@ -73,15 +89,19 @@ def time_network(kind: str, style: str, height: int, width: int, runs: int, thre
     then ``runs`` timed calls on a real photo."""
     x = codec.to_array(photo(height, width))[None]
     started = time.perf_counter()
-    runner = _ort_runner(kind, style, threads) if kind in ORT_VARIANTS else _torch_runner(kind, style, threads, x)
-    runner(x)
+    runner = _engine_runner(kind, style, threads) if kind in ENGINES else _torch_runner(kind, style, threads, x)
+    output = runner(x)
     warmup = time.perf_counter() - started
+    quality = {}
+    if kind in ENGINES:
+        reference = _engine_runner("ort_fp32", style, threads)(x) if kind != "ort_fp32" else output
+        quality = {"psnr_db_vs_ort_fp32": min(psnr_db(reference, np.asarray(output)), 999.0)}
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
         runner(x)
         times.append(time.perf_counter() - t0)
-    return {"times_s": times, "warmup_s": warmup, **summarize(times)}
+    return {"times_s": times, "warmup_s": warmup, **quality, **summarize(times)}
 
 
 def summarize(times: list[float]) -> dict:

@@ -1,14 +1,19 @@
-"""End to end through a real TorchServe: JPEG in, JPEG out, against the bare model on the same image.
+"""End to end through a real TorchServe: JPEG in, PNG out, against the bare model.
 
 The server is started on free loopback ports with a model store holding one style, so the
-numbers are that style's worker and nothing else. The bare-model time uses the session
-settings the handler uses (same thread count), on the pixels the handler decodes from the
-same JPEG: the ratio of the two is what TorchServe, HTTP and the codec add.
+numbers are that style's worker and nothing else. Two configurations run side by side:
+``auto`` (the stylizer's measured engine choice, every core) and ``before`` (ONNX Runtime
+fp32 on half the cores: the settings this project served with until the runtime choice).
+The yardstick is the bare model as a user would run it: ONNX Runtime fp32 with every core
+on the pixels the handler decodes from the same JPEG. The ratio of served latency to it is
+what a user sees.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import os
 import tempfile
 import threading
 import time
@@ -20,13 +25,23 @@ import requests
 
 from bench.load import java_pid, server_rss
 from bench.model_speed import onnx_path, summarize
-from bench.photos import ROOT, photo
 from core import codec
 from core.onnx_session import session_options
-from export.__main__ import FAST_MODEL_CONFIG
+from core.paths import MODEL_STORE
+from core.photos import photo
 from server.launch import Server, free_ports
 
-JPEG = {"Content-Type": "image/jpeg", "Accept": "image/jpeg"}
+JPEG = {"Content-Type": "image/jpeg", "Accept": "image/png"}
+PNG_SIGNATURE = b"\x89PNG"
+#: Environment of each configuration's server.
+HALF = str(max(1, (os.cpu_count() or 1) // 2))
+CONFIGURATIONS = {
+    "auto": {},
+    "auto, half the cores": {"STYLE_THREADS": HALF},
+    "before": {"STYLE_BACKEND": "onnxruntime", "STYLE_PRECISION": "fp32", "STYLE_THREADS": HALF},
+}
+#: Styles served side by side for the mixed level (four clients, each its own style's worker).
+MIXED_STYLES = ("udnie", "wave", "scream", "la_muse")
 
 
 class PeakRss:
@@ -58,26 +73,33 @@ def jpeg_of(height: int, width: int) -> bytes:
 
 
 def post(url: str, body: bytes) -> float:
+    return _post(url, body)[0]
+
+
+def _post(url: str, body: bytes) -> tuple[float, str]:
     t0 = time.perf_counter()
     response = requests.post(url, data=body, headers=JPEG, timeout=600)
     elapsed = time.perf_counter() - t0
-    if response.status_code != 200 or response.content[:2] != b"\xff\xd8":
+    if response.status_code != 200 or response.content[:4] != PNG_SIGNATURE:
         raise RuntimeError(f"{url}: {response.status_code} {response.text[:200]}")
-    return elapsed
+    return elapsed, response.headers.get("X-Style-Runtime", "?")
 
 
-def at_concurrency(url: str, body: bytes, concurrency: int, total: int) -> dict:
-    """``total`` requests from ``concurrency`` clients posting back to back."""
+def at_concurrency(url: str | list[str], body: bytes, concurrency: int, total: int) -> dict:
+    """``total`` requests from ``concurrency`` clients posting back to back; with a list of
+    URLs, request ``i`` goes to ``url[i % len(url)]`` (clients spread over styles)."""
+    urls = url if isinstance(url, list) else [url]
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        latencies = list(pool.map(lambda _: post(url, body), range(total)))
+        latencies = list(pool.map(lambda i: post(urls[i % len(urls)], body), range(total)))
     wall = time.perf_counter() - started
-    return {"concurrency": concurrency, "requests": total, "images_per_s": total / wall, **summarize(latencies)}
+    mixed = {"styles": len(urls)} if len(urls) > 1 else {}
+    return {"concurrency": concurrency, "requests": total, "images_per_s": total / wall, **mixed,
+            **summarize(latencies)}
 
 
-def bare_model(style: str, body: bytes, runs: int) -> dict:
-    """The handler's network call alone, same settings, same decoded pixels."""
-    threads = int(FAST_MODEL_CONFIG["handler"]["intra_op_threads"])
+def bare_model(style: str, body: bytes, runs: int, threads: int) -> dict:
+    """ONNX Runtime fp32 alone with ``threads`` threads, on the pixels the handler decodes."""
     session = ort.InferenceSession(str(onnx_path(style, "ort_fp32")), sess_options=session_options(threads),
                                    providers=["CPUExecutionProvider"])
     x = codec.to_array(codec.decode(body))[None]
@@ -87,34 +109,71 @@ def bare_model(style: str, body: bytes, runs: int) -> dict:
         t0 = time.perf_counter()
         session.run(None, {"image": x})
         times.append(time.perf_counter() - t0)
-    return {"intra_op_threads": session_options(threads).intra_op_num_threads, **summarize(times)}
+    return {"threads": threads, **summarize(times)}
+
+
+def _serve(store: Path, runtime: Path, env: dict[str, str]) -> Server:
+    server = Server(runtime, store, free_ports(), env={"STYLE_RUNTIME_DIR": str(runtime / "choice"), **env})
+    server.start()
+    server.wait_ready()
+    return server
 
 
 def end_to_end(style: str, sizes: list[tuple[int, int]], runs: int, concurrency: list[int]) -> dict:
+    """Each configuration's served latency and throughput per size, with the bare model's:
+    ``style`` alone at each concurrency, then four clients each on its own style's worker."""
+    threads = os.cpu_count() or 1
+    configurations = {}
     with tempfile.TemporaryDirectory() as runtime:
         store = Path(runtime) / "store"
         store.mkdir()
-        (store / f"{style}.mar").symlink_to(ROOT / "model_store" / f"{style}.mar")
-        server = Server(Path(runtime) / "server", store, free_ports())
-        started = time.perf_counter()
-        server.start()
-        try:
-            server.wait_ready()
+        (store / f"{style}.mar").symlink_to(MODEL_STORE / f"{style}.mar")
+        for name, env in CONFIGURATIONS.items():
+            started = time.perf_counter()
+            server = _serve(store, Path(runtime) / name, env)
             ready_s = time.perf_counter() - started
-            url = f"{server.inference_url}/predictions/{style}"
-            rows = []
-            with PeakRss(java_pid(server)) as rss:
-                for height, width in sizes:
-                    body = jpeg_of(height, width)
-                    for _ in range(2):
-                        post(url, body)  # warm-up: arena growth for this size
-                    levels = [at_concurrency(url, body, c, runs * c) for c in concurrency]
-                    bare = bare_model(style, body, runs)
-                    single = next(level for level in levels if level["concurrency"] == 1)
-                    rows.append({"size": f"{width}x{height}", "jpeg_bytes": len(body), "bare_model": bare,
-                                 "levels": levels, "overhead_ratio": single["median_s"] / bare["median_s"]})
-        finally:
-            server.stop()
-    return {"style": style, "server_ready_s": ready_s, "server_peak_rss_mb": rss.peak / 2**20, "sizes": rows,
-            "threads_note": "one worker, intra-op threads = half the cores (config: intra_op_threads 0)",
+            try:
+                url = f"{server.inference_url}/predictions/{style}"
+                rows = []
+                with PeakRss(java_pid(server)) as rss:
+                    for height, width in sizes:
+                        body = jpeg_of(height, width)
+                        _, served_by = _post(url, body)  # warm-up: arena growth for this size
+                        post(url, body)
+                        levels = [at_concurrency(url, body, c, runs * c) for c in concurrency]
+                        mixed = [f"{server.inference_url}/predictions/{s}" for s in styles[:4]]
+                        levels.append(at_concurrency(mixed, body, len(mixed), runs * len(mixed)))
+                        rows.append({"size": f"{width}x{height}", "jpeg_bytes": len(body), "runtime": served_by,
+                                     "levels": levels})
+            finally:
+                server.stop()
+            configurations[name] = {"env": env, "server_ready_s": ready_s, "peak_rss_mb": rss.peak / 2**20,
+                                    "sizes": rows}
+    for i, (height, width) in enumerate(sizes):
+        bare = bare_model(style, jpeg_of(height, width), runs, threads)
+        for config in configurations.values():
+            row = config["sizes"][i]
+            single = next(level for level in row["levels"] if level["concurrency"] == 1)
+            row["bare_ort_fp32"] = bare
+            row["ratio_to_bare"] = single["median_s"] / bare["median_s"]
+    return {"style": style, "configurations": configurations, "bare_threads": threads,
             "statistic": f"median and p90 of {runs}×concurrency requests after 2 warm-ups"}
+
+
+def all_models_rss(settle_s: float = 5.0) -> dict:
+    """Resident memory of the server with every built archive loaded and idle, per configuration."""
+    found = {}
+    with tempfile.TemporaryDirectory() as runtime:
+        for name, env in CONFIGURATIONS.items():
+            started = time.perf_counter()
+            server = _serve(MODEL_STORE, Path(runtime) / name, env)
+            try:
+                ready_s = time.perf_counter() - started
+                time.sleep(settle_s)
+                models = sorted(json.loads(requests.get(f"{server.management_url}/models", timeout=30).text)
+                                ["models"], key=lambda m: m["modelName"])
+                found[name] = {"rss_mb": server_rss(java_pid(server)) / 2**20, "ready_s": ready_s,
+                               "models": [m["modelName"] for m in models]}
+            finally:
+                server.stop()
+    return found

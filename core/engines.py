@@ -50,12 +50,38 @@ class Candidate:
         suffix = "" if self.device == "cpu" else f"@{self.device}"
         return f"{self.backend}/{self.precision}{suffix}"
 
+    @classmethod
+    def from_label(cls, label: str) -> Candidate:
+        """The inverse of ``label``: ``openvino/bf16`` or ``onnxruntime/fp16@cuda:0``."""
+        name, _, device = label.partition("@")
+        backend, _, precision = name.partition("/")
+        return cls(backend, precision, device or "cpu")
+
+    @property
+    def uses_variant_file(self) -> bool:
+        """True when this candidate runs a reduced-precision file rather than the float one."""
+        return self.precision == "int8" or (self.precision == "fp16" and self.backend == "onnxruntime")
+
     def model_file(self, float_path: Path) -> Path:
         """The file this candidate runs, given the float ``<name>.onnx``."""
-        uses_file = self.precision == "int8" or (self.precision == "fp16" and self.backend == "onnxruntime")
-        if not uses_file:
-            return float_path
-        return variant_path(float_path, self.precision)
+        return variant_path(float_path, self.precision) if self.uses_variant_file else float_path
+
+
+def quality_path(float_path: Path) -> Path:
+    """``udnie.onnx`` -> ``udnie.quality.json``: the build's measured quality of the variants."""
+    return float_path.with_name(float_path.name.removesuffix(".onnx") + ".quality.json")
+
+
+def recorded_quality(float_path: Path) -> dict[str, float]:
+    """Per variant, the lowest PSNR against the float file on the build's real check photos
+    (empty when the build wrote no record)."""
+    import json
+
+    try:
+        record = json.loads(quality_path(float_path).read_text())
+        return {kind: float(entry["psnr_min_db"]) for kind, entry in record.items() if "psnr_min_db" in entry}
+    except (OSError, ValueError, TypeError, KeyError):
+        return {}
 
 
 def variant_path(float_path: Path, precision: str) -> Path:

@@ -23,13 +23,15 @@ Asked-for settings that cannot be met stop the worker with a message naming the 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -38,6 +40,7 @@ import numpy as np
 from core import engines
 from core.checksums import sha256_of
 from core.engines import PRECISIONS, REFERENCE, Candidate, Engine
+from core.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +51,9 @@ DEFAULT_MIN_PSNR_DB = 45.0
 PRECISION_FLOORS = {"fp32": 45.0, "bf16": 45.0, "fp16": 40.0, "int8": 36.0}
 #: Longer side of the measuring photo: large enough for the kernels' real behaviour, small
 #: enough that measuring every candidate costs a few seconds once per machine.
-MEASURE_SIDE = 384
+MEASURE_SIDE = 320
 #: Timed runs per candidate (after one warm-up run); the best counts.
-MEASURE_REPEATS = 3
+MEASURE_REPEATS = 2
 CACHE_ENV = "STYLE_RUNTIME_DIR"
 CACHE_VERSION = 1
 
@@ -171,12 +174,17 @@ def choose(
     open_candidate: Callable[[Candidate], Engine],
     feeds: dict[str, np.ndarray],
     clock: Callable[[], float] = time.perf_counter,
+    recorded: Mapping[str, float] | None = None,
 ) -> Choice:
     """The fastest allowed candidate whose output reaches the floor against the reference.
 
+    ``recorded``: per variant file (``int8``, ``fp16``), the lowest PSNR the build measured
+    on its real check photos; a candidate running that file counts the lower of it and its
+    own measurement here, since one photo can flatter a variant that others expose.
     With one allowed candidate nothing is timed, but its quality is still checked. When no
     reduced-precision candidate reaches the floor under ``auto`` settings, the reference serves.
     """
+    recorded = recorded or {}
     allowed = wanted(found, settings)
     reference_engine = open_candidate(REFERENCE)
     reference_seconds, reference = measure(reference_engine, feeds, clock, repeats=1 if len(allowed) == 1 else
@@ -191,6 +199,8 @@ def choose(
             engine = open_candidate(candidate)
             seconds, output = measure(engine, feeds, clock, repeats=1 if len(allowed) == 1 else MEASURE_REPEATS)
             quality = psnr_db(reference, output)
+            if candidate.uses_variant_file:
+                quality = min(quality, recorded.get(candidate.precision, math.inf))
         measurements.append(Measurement(candidate.label, seconds, quality))
         if quality >= floor and (best is None or seconds < best[0]):
             best = (seconds, candidate, engine)
@@ -241,6 +251,24 @@ def cache_dir(env: Mapping[str, str] = os.environ) -> Path:
     return Path(env.get(CACHE_ENV) or Path.home() / ".cache" / "style-transfer" / "runtime")
 
 
+@contextmanager
+def measuring_lock(directory: Path) -> Iterator[None]:
+    """Holds the machine-wide measuring lock (a file lock in the cache folder; released by
+    the kernel if the holder dies). Without a writable folder, measures unlocked."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        handle = open(directory / ".measuring.lock", "a")  # noqa: SIM115 - held across the yield
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def read_cached(directory: Path, key: str) -> dict | None:
     try:
         return json.loads((directory / f"choice-{key}.json").read_text())
@@ -249,12 +277,9 @@ def read_cached(directory: Path, key: str) -> dict | None:
 
 
 def write_cached(directory: Path, key: str, record: dict) -> None:
-    """Written under a temporary name and renamed, so a reader never sees half a file."""
+    """Written atomically, so a worker reading it never sees half a file."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        target = directory / f"choice-{key}.json"
-        temporary = target.with_name(f".{target.name}.{os.getpid()}")
-        temporary.write_text(json.dumps(record, indent=1))
-        os.replace(temporary, target)
+        atomic_write(directory / f"choice-{key}.json", json.dumps(record, indent=1).encode())
     except OSError as error:  # a read-only folder costs a re-measure next start, nothing else
         logger.warning("runtime choice not cached in %s: %s", directory, error)

@@ -100,14 +100,18 @@ class Stylizer:
         found = engines.candidates(self.model, gpu_id)
         allowed = runtime_choice.wanted(found, self.settings)  # bad settings fail here, before any work
         key = runtime_choice.cache_key(self.model, allowed, self.settings)
-        record = runtime_choice.read_cached(cache, key)
         known = {c.label: c for c in allowed}
-        if record and record.get("runtime") in known:
-            candidate = known[record["runtime"]]
-            measured = [runtime_choice.Measurement(**m) for m in record.get("measured", [])]
-            return Choice(candidate, self._open(candidate), measured, cached=True)
-        choice = runtime_choice.choose(allowed, self.settings, self._open, self._measuring_feeds(), clock)
-        runtime_choice.write_cached(cache, key, choice.describe())
+        # One measurement at a time on the machine: workers starting together would time
+        # each other, not the candidates. Whoever waited finds the choice cached.
+        with runtime_choice.measuring_lock(cache):
+            record = runtime_choice.read_cached(cache, key)
+            if record and record.get("runtime") in known:
+                candidate = known[record["runtime"]]
+                measured = [runtime_choice.Measurement(**m) for m in record.get("measured", [])]
+                return Choice(candidate, self._open(candidate), measured, cached=True)
+            choice = runtime_choice.choose(allowed, self.settings, self._open, self._measuring_feeds(), clock,
+                                           engines.recorded_quality(self.model))
+            runtime_choice.write_cached(cache, key, choice.describe())
         return choice
 
     def _measuring_feeds(self) -> dict[str, np.ndarray]:

@@ -4,7 +4,7 @@
 # Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install.sh
+scripts/install.sh --dev
 scripts/build.sh
 .venv/bin/ruff check .
 .venv/bin/python -m pytest "$@"

@@ -43,30 +43,40 @@ def test_isolated_case_failure_is_reported_not_raised():
 
 
 def _results(of_fp32_seconds: float, int8_seconds: float, int8_psnr: float, overhead: float) -> dict:
+    """A run at 512²: ORT fp32 and int8 cases, and a served row ``overhead`` × the bare model
+    (auto) whose concurrency-4 throughput is ``1 / overhead`` against 1.0/s before."""
     flops = 252288 * 512 * 512
     models = [{"kind": kind, "height": 512, "width": 512, "flops": flops, "median_s": seconds, "p90_s": seconds,
-               "warmup_s": 1.0, "peak_rss_mb": 500.0}
-              for kind, seconds in (("ort_fp32", of_fp32_seconds), ("ort_int8", int8_seconds))]
-    serving = {"style": "udnie", "threads_note": "", "statistic": "", "server_peak_rss_mb": 1.0,
-               "server_ready_s": 1.0, "sizes": [{"size": "1024x680", "jpeg_bytes": 1024, "overhead_ratio": overhead,
-                                                 "bare_model": {"median_s": 1.0},
-                                                 "levels": [{"concurrency": 1, "median_s": 1.0, "p90_s": 1.0,
-                                                             "images_per_s": 1.0}]}]}
-    return {"machine": {"cpu": "x", "cores": 2, "python": "3", "torch": "t", "onnxruntime": "o", "date": "d"},
+               "warmup_s": 1.0, "peak_rss_mb": 500.0, "psnr_db_vs_ort_fp32": psnr}
+              for kind, seconds, psnr in (("ort_fp32", of_fp32_seconds, 999.0), ("ort_int8", int8_seconds, int8_psnr))]
+
+    def config(ratio: float, throughput: float) -> dict:
+        levels = [{"concurrency": 1, "median_s": ratio, "p90_s": ratio, "images_per_s": 1 / ratio},
+                  {"concurrency": 4, "median_s": 4.0, "p90_s": 4.0, "images_per_s": throughput}]
+        row = {"size": "512x512", "jpeg_bytes": 1024, "runtime": "openvino/bf16", "levels": levels,
+               "bare_ort_fp32": {"median_s": 1.0, "threads": 2}, "ratio_to_bare": ratio}
+        return {"env": {}, "server_ready_s": 1.0, "peak_rss_mb": 1.0, "sizes": [row]}
+
+    serving = {"style": "udnie", "statistic": "", "bare_threads": 2,
+               "configurations": {"auto": config(overhead, 1 / overhead), "before": config(1.0, 1.0)}}
+    return {"machine": {"cpu": "x", "cores": 2, "python": "3", "torch": "t", "onnxruntime": "o", "date": "d",
+                        "cpu_flags": {"avx512_bf16": True}},
             "matmul": {"2": {"gflops": 10.0}}, "threads": 2, "runs": 5, "style": "udnie", "models": models,
             "quality": {"int8": {"psnr_db": int8_psnr, "max_abs_diff": 9.0}}, "serving": serving}
 
 
 def test_report_judges_targets_from_the_numbers(tmp_path):
-    # fp32: 66.1 GFLOP in 6.9 s = 9.6 GFLOP/s = 96% of a 10 GFLOP/s matmul; int8 2x faster at 31 dB.
-    report.write(_results(6.9, 3.45, 31.0, 1.05), tmp_path)
+    # fp32: 66.1 GFLOP in 6.9 s = 9.6 GFLOP/s = 96% of a 10 GFLOP/s matmul; int8 2x faster at 37 dB;
+    # served at 0.45x the bare model, c=4 throughput 2.22/s against 1.00/s before.
+    report.write(_results(6.9, 3.45, 37.0, 0.45), tmp_path)
     text = (tmp_path / "REPORT.md").read_text()
     assert "| 96% (9.6 GFLOP/s) | **met** |" in text
-    assert "| 2.00×, 31.0 dB | **met** |" in text
-    assert "| 1.050× | **met** |" in text
+    assert "| 2.00×, 37.0 dB | **met** |" in text
+    assert "at 512x512, c=1 | 0.45× | **met** |" in text
+    assert "| 2.22/s | **met** |" in text
     report.write(_results(8.0, 6.0, 29.0, 1.2), tmp_path)
     text = (tmp_path / "REPORT.md").read_text()
-    assert text.count("**not met**") == 3 and "**met**" not in text
+    assert text.count("**not met**") == 4 and "**met**" not in text
 
 
 def test_yardstick_is_the_higher_matmul_measurement(tmp_path):
@@ -74,7 +84,7 @@ def test_yardstick_is_the_higher_matmul_measurement(tmp_path):
     busy, quiet = {"threads": 2, "gflops": 8.0}, {"threads": 2, "gflops": 10.0}
     for first, second in ((busy, quiet), (quiet, busy)):
         assert higher_rate(first, second) == {**quiet, "gflops_measured": [first["gflops"], second["gflops"]]}
-    results = _results(6.9, 3.45, 31.0, 1.05)
+    results = _results(6.9, 3.45, 37.0, 0.45)
     results["matmul"]["2"] = higher_rate(busy, quiet)
     report.write(results, tmp_path)
     text = (tmp_path / "REPORT.md").read_text()
@@ -84,6 +94,6 @@ def test_yardstick_is_the_higher_matmul_measurement(tmp_path):
 
 def test_fp32_faster_than_its_yardstick_is_inconclusive(tmp_path):
     """66.1 GFLOP in 5 s is 13.2 GFLOP/s, above the 10 GFLOP/s matmul: no verdict either way."""
-    report.write(_results(5.0, 2.5, 31.0, 1.05), tmp_path)
+    report.write(_results(5.0, 2.5, 37.0, 0.45), tmp_path)
     text = (tmp_path / "REPORT.md").read_text()
     assert "| 132% (13.2 GFLOP/s) | **inconclusive**: the yardstick measured below the network's own rate |" in text

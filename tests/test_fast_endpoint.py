@@ -15,6 +15,9 @@ import requests
 from PIL import Image
 
 from core import codec
+from core.engines import Candidate, open_engine
+from core.runtime_choice import DEFAULT_MIN_PSNR_DB, psnr_db
+from core.torchserve import RUNTIME_HEADER
 from server.launch import Server, free_ports
 
 from .conftest import DEFAULT_STYLES, ONNX_DIR
@@ -28,9 +31,11 @@ def _jpeg(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
-def _expected(style: str, image: Image.Image) -> np.ndarray:
-    session = ort.InferenceSession(str(ONNX_DIR / f"{style}.onnx"), providers=["CPUExecutionProvider"])
-    return session.run(None, {"image": codec.to_array(image)[None]})[0][0]
+def _expected(style: str, image: Image.Image, runtime: str = "onnxruntime/fp32") -> np.ndarray:
+    """The model's output on ``runtime`` (a served ``X-Style-Runtime`` label)."""
+    candidate = Candidate.from_label(runtime)
+    engine = open_engine(candidate.model_file(ONNX_DIR / f"{style}.onnx"), candidate)
+    return engine.run({"image": codec.to_array(image)[None]})[0][0]
 
 
 def _post(server, style: str, **kwargs) -> requests.Response:
@@ -48,7 +53,9 @@ def test_every_default_style_paints_every_photo(server, style, content_photos):
         source = codec.decode(body, max_side=SIDE)
         assert result.size == source.size and result.mode == "RGB"
         stylized = np.asarray(result, dtype=np.float32).transpose(2, 0, 1)
-        assert np.abs(stylized - _expected(style, source)).max() <= 1.0, "served image != model output"
+        runtime = response.headers[RUNTIME_HEADER]
+        assert np.abs(stylized - _expected(style, source, runtime)).max() <= 2.0, "served image != model output"
+        assert psnr_db(_expected(style, source), stylized) >= DEFAULT_MIN_PSNR_DB, "below the floor vs fp32"
         assert np.abs(stylized - codec.to_array(source)).mean() > 15, "output is not stylized"
 
 
@@ -128,7 +135,7 @@ def test_concurrent_requests_of_different_sizes_batch_correctly(server, small_ph
         assert result.size == image.size
         source = codec.decode(_jpeg(image))
         stylized = np.asarray(result, dtype=np.float32).transpose(2, 0, 1)
-        assert np.abs(stylized - _expected("wreck", source)).max() <= 1.0
+        assert np.abs(stylized - _expected("wreck", source, response.headers[RUNTIME_HEADER])).max() <= 2.0
 
 
 def test_model_registration_is_off_and_listeners_are_loopback(server):
@@ -173,7 +180,22 @@ def test_token_authorization_when_turned_on(built_store, tmp_path, small_photo):
 def test_handlers_publish_their_own_prometheus_metrics(server, small_photo):
     assert _post(server, "scream", data=_jpeg(small_photo), headers={"Content-Type": "image/jpeg"}).status_code == 200
     text = requests.get(f"{server.metrics_url}/metrics", timeout=10).text
-    latency = re.search(r'^StyleInferenceTime\{ModelName="scream",Level="Model".*\} ([0-9.e+-]+)$', text, re.M)
+    latency = re.search(r'^StyleInferenceTime\{(?=[^}]*ModelName="scream")(?=[^}]*Runtime="[a-z0-9/@:]+")[^}]*\} '
+                        r'([0-9.e+-]+)$', text, re.M)
     pixels = re.search(r'^StyleInputMegapixels\{ModelName="scream",Level="Model".*\} ([0-9.e+-]+)$', text, re.M)
     assert latency and float(latency.group(1)) > 0, text[-2000:]
     assert pixels and float(pixels.group(1)) == pytest.approx(small_photo.width * small_photo.height / 1e6, rel=1e-3)
+
+
+def test_runtime_is_named_in_header_description_and_metric(server, small_photo):
+    """The engine chosen by measurement is visible: response header, model description, metric."""
+    response = _post(server, "udnie", data=_jpeg(small_photo), headers={"Content-Type": "image/jpeg"})
+    assert response.status_code == 200
+    runtime = response.headers[RUNTIME_HEADER]
+    described = requests.get(f"{server.management_url}/models/udnie", params={"customized": "true"}, timeout=30).json()
+    custom = described[0]["customizedMetadata"]
+    custom = json.loads(custom) if isinstance(custom, str) else custom
+    assert custom["runtime"] == runtime
+    assert {m["label"] for m in custom["measured"]} >= {"onnxruntime/fp32", runtime}
+    text = requests.get(f"{server.metrics_url}/metrics", timeout=10).text
+    assert re.search(rf'^StyleInferenceTime\{{[^}}]*Runtime="{re.escape(runtime)}"', text, re.M), text[-2000:]
