@@ -46,6 +46,12 @@ WORKDIR /app
 COPY config.properties ./
 COPY server/ server/
 COPY docker/ docker/
+# The KServe predictor (another command of the same image: docker/kserve_predictor.py) runs
+# this checkout's code on the same archives.
+COPY core/ core/
+COPY predictor/ predictor/
+COPY optimize/ optimize/
+COPY lossnet/ lossnet/
 COPY model_store/ /home/model-server/model-store/
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

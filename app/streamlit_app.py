@@ -14,17 +14,19 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-# `streamlit run` puts this file's folder, not the repository, on sys.path.
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# `streamlit run` puts this file's folder, not the repository, on sys.path (the checkout is
+# core.paths.ROOT, importable only once it is there).
+if str(Path(__file__).resolve().parents[1]) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import streamlit as st  # noqa: E402
 from streamlit.runtime.uploaded_file_manager import UploadedFile  # noqa: E402
 
-from app import client, gatys, styles  # noqa: E402
+from app import client, gatys, licence_clean, styles  # noqa: E402
 
-FAST, GATYS = "Fast style", "Gatys (slow, iterative)"
+FAST, OWN_FAST, GATYS = "Fast style", "Your own style image (fast)", "Gatys (slow, iterative)"
+#: The fast path's two collections: Engstrom's six (research-only weights) and the 26 (Apache-2.0).
+ENGSTROM, TWENTY_SIX = "Engstrom styles (research only)", "26 styles (Apache-2.0)"
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp"]
 PICKER_COLUMNS = 6
 
@@ -79,8 +81,53 @@ def finishing() -> tuple[float, bool]:
     return strength, st.checkbox("Preserve the photo's colours", key="preserve_colors")
 
 
+def multistyle_picker() -> str:
+    """The 26 styles as thumbnails (cut from docs/multistyle_styles.png), one to pick and an
+    optional second to blend with; returns the style spec the ``multistyle`` model takes."""
+    tiles = licence_clean.thumbnails()
+    count = len(licence_clean.STYLE_NAMES)
+    if tiles:
+        for start in range(0, count, 2 * PICKER_COLUMNS):
+            indices = range(start, min(start + 2 * PICKER_COLUMNS, count))
+            for column, index in zip(st.columns(2 * PICKER_COLUMNS), indices, strict=False):
+                column.image(tiles[index], caption=licence_clean.label(index), width="stretch")
+    first = st.selectbox("Style", range(count), index=19, format_func=licence_clean.label, key="multistyle")
+    second = st.selectbox("Blend with", [None, *range(count)], key="multistyle_blend",
+                          format_func=lambda i: "nothing" if i is None else licence_clean.label(i))
+    if second is None or second == first:
+        return str(first)
+    share = st.slider("Share of the second style", 0.05, 0.95, 0.5, step=0.05, key="multistyle_share")
+    return f"{first}:{1 - share:.2f},{second}:{share:.2f}"
+
+
+def own_style_inputs(url: str) -> tuple[str, Job] | None:
+    """Any painting as the style in one pass (the ``arbitrary`` model); None until uploaded."""
+    style_file: UploadedFile | None = st.file_uploader("Style image (a painting)", type=IMAGE_TYPES,
+                                                       key="fast_style_image")
+    max_side = st.slider("Longer side (px)", 64, 1024, 512, step=32, key="own_size")
+    options = client.FastOptions(*finishing(), max_side)
+    if style_file is None:
+        return None
+
+    def job(photo: bytes) -> client.Outcome:
+        with st.spinner("Painting in the style of your image…"):
+            return licence_clean.stylize_own_style(photo, style_file.getvalue(), options, url, styles.onnx_dir())
+
+    return "own-style", job
+
+
 def fast_inputs(url: str) -> tuple[str, Job]:
     """The style picker and size; the job calls the server, else local ONNX Runtime."""
+    if st.radio("Styles", [ENGSTROM, TWENTY_SIX], horizontal=True, key="collection") == TWENTY_SIX:
+        spec = multistyle_picker()
+        max_side = st.slider("Longer side (px)", 64, 1024, 512, step=32, key="fast_size")
+        options = client.FastOptions(*finishing(), max_side)
+
+        def paint(photo: bytes) -> client.Outcome:
+            with st.spinner(f"Painting in style {spec}…"):
+                return licence_clean.stylize_multistyle(photo, spec, options, url, styles.onnx_dir())
+
+        return "multistyle-" + spec.replace(":", "x").replace(",", "_"), paint
     style = style_picker()
     max_side = st.slider("Longer side (px)", 64, 1024, 512, step=32, key="fast_size",
                          help="The photo is downscaled to this before stylizing.")
@@ -138,8 +185,8 @@ def main() -> None:
     st.title("Neural style transfer")
     url = sidebar()
     photo: UploadedFile | None = st.file_uploader("Photo", type=IMAGE_TYPES, key="photo")
-    method = st.radio("Method", [FAST, GATYS], horizontal=True, key="method")
-    chosen = fast_inputs(url) if method == FAST else gatys_inputs(url)
+    method = st.radio("Method", [FAST, OWN_FAST, GATYS], horizontal=True, key="method")
+    chosen = {FAST: fast_inputs, OWN_FAST: own_style_inputs, GATYS: gatys_inputs}[method](url)
 
     ready = photo is not None and chosen is not None
     if st.button("Stylize", type="primary", disabled=not ready, key="stylize") and ready:
@@ -151,7 +198,7 @@ def main() -> None:
         except client.ClientError as error:
             st.error(str(error))
     elif not ready:
-        st.caption("Upload a photo" + (" and a style image" if method == GATYS else "") + " to start.")
+        st.caption("Upload a photo" + (" and a style image" if method != FAST else "") + " to start.")
 
     kept = st.session_state.get("outcome")
     if kept and photo is not None and kept[0] == photo.file_id:  # a new photo hides the old result

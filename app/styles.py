@@ -13,23 +13,24 @@ from pathlib import Path
 from PIL import Image, ImageOps
 
 from core import codec
+from core.paths import ONNX_DIR, SHARED_DIR
 from export.weights import DEFAULT_STYLES
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_PAINTINGS_DIR = ROOT.parent / "shared" / "images" / "styles"
-DEFAULT_ONNX_DIR = ROOT / "build" / "onnx"
+DEFAULT_PAINTINGS_DIR = SHARED_DIR / "images" / "styles"
 THUMBNAIL_SIDE = 160
+#: Built files that are not single styles: the 26-style network and the arbitrary pair.
+STYLED_MODEL_FILES = ("multistyle", "arbitrary_transform", "arbitrary_predict")
 _PAINTING_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 
 def paintings_dir() -> Path:
-    """``$STYLE_PAINTINGS_DIR``, else ``<repo>/../shared/images/styles`` (dev machines)."""
+    """``$STYLE_PAINTINGS_DIR``, else the shared folder's ``images/styles`` (dev machines)."""
     return Path(os.environ.get("STYLE_PAINTINGS_DIR") or DEFAULT_PAINTINGS_DIR)
 
 
 def onnx_dir() -> Path:
     """Where ``scripts/build.sh`` put the ``<style>.onnx`` files the local fallback runs."""
-    return Path(os.environ.get("STYLE_ONNX_DIR") or DEFAULT_ONNX_DIR)
+    return Path(os.environ.get("STYLE_ONNX_DIR") or ONNX_DIR)
 
 
 def available_styles(built_dir: Path | None = None) -> list[str]:
@@ -41,6 +42,7 @@ def available_styles(built_dir: Path | None = None) -> list[str]:
     ``.fp16``), and those are other forms of a style, not styles to offer."""
     built_dir = built_dir or onnx_dir()
     names = {path.name.removesuffix(".onnx") for path in built_dir.glob("*.onnx")}  # none if it is absent
+    names -= set(STYLED_MODEL_FILES)  # networks with a style input, offered by their own pickers
     return [*DEFAULT_STYLES, *sorted(name for name in names if "." not in name and name not in DEFAULT_STYLES)]
 
 

@@ -80,12 +80,35 @@ def higher_rate(first: dict, second: dict) -> dict:
     return {**best, "gflops_measured": [first["gflops"], second["gflops"]]}
 
 
+def keep_previous(results: dict, path: Path, skipped: list[str], kinds: list[str]) -> None:
+    """Fills sections this run skipped (and bare-network paths it did not time) from the
+    previous results file, each marked with the date it was measured, so a partial re-run
+    still reports the whole picture without passing old figures off as new."""
+    if not path.exists():
+        return
+    previous = json.loads(path.read_text())
+    date = previous.get("machine", {}).get("date", "an earlier run")
+    carried = []
+    for section in skipped:
+        if section in previous and section != "models":
+            results[section] = previous[section]
+            carried.append(section)
+    old_rows = [r for r in previous.get("models", []) if r["kind"] not in kinds]
+    if old_rows and "models" in results:
+        results["models"] += [{**r, "from_run": date} for r in old_rows]
+        carried.append("models: " + ", ".join(sorted({r["kind"] for r in old_rows})))
+    if carried:
+        results["carried_over"] = {"from": date, "sections": carried}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--style", default="udnie", help="a built style (all share one architecture family)")
     parser.add_argument("--runs", type=int, default=5, help="timed runs per case, after one warm-up")
     parser.add_argument("--quick", action="store_true", help="tiny sizes and 2 runs: a smoke test")
     parser.add_argument("--out", type=Path, default=BENCH_RESULTS)
+    parser.add_argument("--keep-previous", action="store_true",
+                        help="fill skipped sections from the previous results.json (marked with their date)")
     parser.add_argument("--kinds", nargs="+", default=KINDS, choices=KINDS, help="bare-network paths to time")
     parser.add_argument("--skip", nargs="*", default=[], choices=["models", "quality", "highres", "serving", "gatys"])
     args = parser.parse_args(argv)
@@ -130,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             ctf_iterations=4 if args.quick else 20, scales=2, threads=threads)
 
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.keep_previous:
+        keep_previous(results, args.out / "results.json", args.skip, args.kinds)
     (args.out / "results.json").write_text(json.dumps(results, indent=1))
     report.write(results, args.out)
     print(f"wrote {args.out / 'REPORT.md'}")

@@ -16,9 +16,9 @@ import os
 import resource
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from core.paths import ROOT
+
 MARKER = "BENCH-RESULT "
 
 

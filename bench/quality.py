@@ -1,7 +1,7 @@
 """Image-quality cases of the benchmark: what a faster way of running the network costs in pixels.
 
 Each function runs in its own process (``bench.isolated``) and compares against the ORT fp32
-output on the real content photos (``bench.photos.content_photos``), on the 0..255 scale.
+output on the real content photos (``core.photos.content_photos``), on the 0..255 scale.
 
 * ``variants`` – the reduced-precision files ``<style>.int8.onnx`` / ``<style>.fp16.onnx``
   that ``python -m export build`` writes (``export.quantize``).
@@ -15,8 +15,8 @@ import resource
 import time
 
 from bench.model_speed import onnx_path
-from bench.photos import content_photos, photo
 from core import codec
+from core.photos import content_photos, photo
 
 #: Variant name in the results -> ``bench.model_speed`` kind of its ONNX file.
 VARIANT_KINDS = {"int8": "ort_int8", "fp16": "ort_fp16"}

@@ -38,7 +38,8 @@ def _met(ok: bool) -> str:
 def enrich(results: dict) -> None:
     """Derived figures: GFLOP/s, fraction of matmul, images/s, speed-up over ORT fp32."""
     matmul = results["matmul"][str(results["threads"])]["gflops"]
-    fp32 = {(r["height"], r["width"]): r for r in results.get("models", []) if r["kind"] == "ort_fp32"}
+    fp32 = {(r["height"], r["width"]): r for r in results.get("models", [])
+            if r["kind"] == "ort_fp32" and "from_run" not in r}
     for row in results.get("models", []):
         if "median_s" not in row:
             continue
@@ -46,7 +47,7 @@ def enrich(results: dict) -> None:
         row["of_matmul"] = row["gflops"] / matmul
         row["images_per_s"] = 1 / row["median_s"]
         base = fp32.get((row["height"], row["width"]))
-        if base and "median_s" in base:
+        if base and "median_s" in base and "from_run" not in row and "from_run" not in base:
             row["speedup_vs_ort_fp32"] = base["median_s"] / row["median_s"]
 
 
@@ -58,8 +59,9 @@ def model_table(rows: list[dict]) -> list[str]:
             lines.append(f"| {_size(row)} | {row['kind']} | {brief(row)} | | | | | | | | |")
             continue
         psnr = row.get("psnr_db_vs_ort_fp32")
+        kind = row["kind"] + (f" (run of {row['from_run']})" if "from_run" in row else "")
         lines.append(
-            f"| {_size(row)} | {row['kind']} | {row['median_s']:.3f} | {row['p90_s']:.3f} | "
+            f"| {_size(row)} | {kind} | {row['median_s']:.3f} | {row['p90_s']:.3f} | "
             f"{row['images_per_s']:.2f} | {row['gflops']:.1f} | {row['of_matmul']:.0%} | "
             f"{row.get('speedup_vs_ort_fp32', float('nan')):.2f}× | {'' if psnr is None else f'{psnr:.1f}'} | "
             f"{row['peak_rss_mb']:.0f} | {row['warmup_s']:.1f} |")
@@ -180,7 +182,7 @@ def serving_lines(serving: dict) -> list[str]:
 def gatys_lines(gatys: dict) -> list[str]:
     if "error" in gatys:
         return [f"Gatys benchmark failed: {gatys['error']}"]
-    lines = [f"VGG19 weights: {gatys['vgg_weights']}; {gatys['threads']} threads; peak RSS "
+    lines = [f"Loss networks: {gatys['vgg_weights']}; {gatys['threads']} threads; peak RSS "
              f"{gatys['peak_rss_mb']:.0f} MB.", "", "| case | seconds per iteration |", "|---|---:|"]
     lines += [f"| {case} | {seconds:.2f} |" for case, seconds in gatys["seconds_per_iteration"].items()]
     ctf = gatys["coarse_to_fine"]
@@ -242,8 +244,13 @@ def write(results: dict, out: Path) -> None:
         f"onnxruntime {m['onnxruntime']}; {m['date']}.",
         "- fp32 matmul yardstick (2048², median of 10; the higher of a measurement before and one after the "
         "model cases): " + ", ".join(_yardstick(t, v) for t, v in mm.items()) + ".",
+        f"- OpenVINO {m.get('openvino')}; CPU flags: "
+        + (", ".join(f"{flag} {'yes' if on else 'no'}" for flag, on in m.get("cpu_flags", {}).items()) or "not read")
+        + f"; OpenVINO CPU capabilities: {', '.join(m.get('openvino_cpu_capabilities') or []) or 'n/a'}.",
         f"- Style `{results['style']}`; {results['runs']} timed runs per case after one warm-up; "
         f"{results['threads']} threads for the bare-network cases.",
+        *([f"- Carried over unchanged from the run of {results['carried_over']['from']} (not re-measured): "
+           + "; ".join(results["carried_over"]["sections"]) + "."] if results.get("carried_over") else []),
         "", "## Targets", "", *targets(results),
     ]
     if "models" in results:

@@ -127,7 +127,9 @@ def end_to_end(style: str, sizes: list[tuple[int, int]], runs: int, concurrency:
     with tempfile.TemporaryDirectory() as runtime:
         store = Path(runtime) / "store"
         store.mkdir()
-        (store / f"{style}.mar").symlink_to(MODEL_STORE / f"{style}.mar")
+        styles = list(dict.fromkeys([style, *MIXED_STYLES]))
+        for served in styles:
+            (store / f"{served}.mar").symlink_to(MODEL_STORE / f"{served}.mar")
         for name, env in CONFIGURATIONS.items():
             started = time.perf_counter()
             server = _serve(store, Path(runtime) / name, env)

@@ -33,3 +33,20 @@ class ServerFault(Exception):
 
     def as_json(self) -> dict:
         return {"code": self.status, "type": self.kind, "message": str(self)}
+
+
+class Overloaded(Exception):
+    """The server cannot take this work now (``core.admission``): answered 503 with
+    ``Retry-After``; ``reason`` names the exhausted resource (memory, time, cpu)."""
+
+    kind = "Overloaded"
+    status = 503
+
+    def __init__(self, message: str, reason: str, retry_after: int):
+        super().__init__(message)
+        self.reason = reason
+        self.retry_after = retry_after
+
+    def as_json(self) -> dict:
+        return {"code": self.status, "type": self.kind, "message": str(self), "reason": self.reason,
+                "retry_after_s": self.retry_after}

@@ -1,7 +1,8 @@
 """Real photos that need no download, for the runtime choice, the export checks and benchmarks.
 
-``../shared/images/content`` beside the checkout when present (this project's machines),
-else the photo matplotlib ships (Grace Hopper), so every check works anywhere. No torch
+``images/content`` of the shared folder (``core.paths.SHARED_DIR``) when present (this
+project's machines), else the photo matplotlib ships (Grace Hopper), so every check works
+anywhere. No torch
 import here: serving processes use it too.
 """
 
@@ -11,8 +12,9 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_IMAGES = ROOT.parent / "shared" / "images"
+from core.paths import SHARED_DIR
+
+SHARED_IMAGES = SHARED_DIR / "images"
 
 
 def default_parity_photo() -> Path:

@@ -134,10 +134,13 @@ class Stylizer:
 
     @property
     def can_tile(self) -> bool:
-        """Tiling needs a float or int8 ONNX graph on a backend that runs its stage graphs
-        (not the CLI's PyTorch or uint8 engines)."""
+        """Tiling needs a float or int8 ONNX graph of the image alone, on a backend that runs
+        its stage graphs (not the CLI's PyTorch or uint8 engines)."""
         candidate = self.choice.candidate
-        return candidate.backend in engines.BACKENDS and candidate.precision in engines.PRECISIONS
+        # The stage graphs carry no inputs but the image: a graph conditioned on more (a style
+        # blend, a style vector) runs whole.
+        plain = set(self.engine.input_names) <= {"image"}
+        return plain and candidate.backend in engines.BACKENDS and candidate.precision in engines.PRECISIONS
 
     def wants_tiles(self, height: int, width: int, tile: bool | None) -> bool:
         return self.can_tile and tiling.wants_tiles(height, width, tile, self.tiling.threshold)

@@ -5,11 +5,11 @@ channels at full resolution: 2 GiB per activation at 4096²), so large images ru
 
 Why the tiles cannot simply be stylized one by one: every instance-normalisation (IN)
 layer normalises each channel by its mean and variance over the *whole* image. A tile
-run alone uses its own statistics and comes out in its own palette, so the seams show
-(17-23 dB PSNR against the whole-image output, see tests/test_tiling.py). Nor will
-approximate shared statistics do, since the networks are sensitive to them: statistics of
-a 3/4-size copy give ~30 dB, and re-measuring all layers in one pass over the tiles, each
-with the layers before it normalised by such approximations, 9 dB (la_muse, 1024²).
+run alone uses its own statistics and comes out in its own palette, so the seams show.
+Nor will approximate shared statistics do, since the networks are sensitive to them:
+statistics of a downscaled copy, or all layers re-measured in one pass over the tiles (each
+with the layers before it normalised by such approximations), fall far short of the
+whole-image output (README, "Very large images", has the measured figures).
 
 With the statistics fixed, the network is a chain of convolutions and pointwise maps: a
 tile enlarged by a ``margin`` wider than the receptive field of what it runs computes its
@@ -23,9 +23,9 @@ and in a residual block the block's input) are computed tile by tile and stored 
 whole image in float16 when they are small (the quarter-resolution trunk: 16 values per
 pixel, 512 MiB at 4096²), the pass pooling layer ``k``'s statistics over the tile cores as
 it goes. The two layers too big to store (32 channels at full resolution) get a
-statistics-only pass instead. So nearly every convolution runs once: the whole costs
-~1.3-2x a whole-image call, float16 storage costs nothing visible (63-69 dB against the
-whole-image output), and memory is two stored stages plus one tile's activations.
+statistics-only pass instead. So nearly every convolution runs once, float16 storage
+loses nothing visible, and memory is two stored stages plus one tile's activations (time,
+memory and PSNR against the whole-image call: bench/results/REPORT.md).
 
 The per-stage graphs come from ``core.tiling_graphs`` at export time, as a bundle the
 archive carries (``Program``), so serving needs ONNX Runtime only, not ``onnx``.
@@ -51,9 +51,9 @@ MIN_SIDE = 16
 #: residual block's input and its layer's input, 128 channels each at 1/4 x 1/4 resolution:
 #: 512 MiB at 4096². A pass reads one stored frontier and writes the next.
 MAX_STORED_VALUES_PER_PIXEL = 16
-#: Above this many pixels images are tiled by default: a whole-image call at 2048² already
-#: peaks at 3.0 GiB and grows with the pixels (tiled: 1.3 GiB, and 2.2 GiB at 4096²), while
-#: below it the whole-image call is the faster one (tiled costs ~1.2-1.5x the time).
+#: Above this many pixels images are tiled by default: a whole-image call's memory grows with
+#: the pixels while a tiled one's stays near one tile's, and below it the whole-image call is
+#: the faster one (the benchmark's "high resolution" section measures both).
 DEFAULT_THRESHOLD = 2048 * 2048
 #: Environment variable overriding the threshold (pixels) for every model in the process.
 THRESHOLD_ENV = "STYLE_TILE_THRESHOLD"
@@ -97,8 +97,8 @@ class Layout:
 
     ``margin`` must cover the receptive field of each stage for the cores to be exact: a
     stage spans one IN layer, so under 8 px here (the widest: a 3x3 transposed convolution
-    at half resolution, then the 9x9 output convolution). Memory per call grows with
-    ``(tile + 2 * margin)²``, and time with it: 13% at 1024 + 2 x 32, 6% at the default.
+    at half resolution, then the 9x9 output convolution). Memory and time per call grow with
+    ``(tile + 2 * margin)²``, so the margin is kept to what exactness needs.
     """
 
     tile: int = 1024

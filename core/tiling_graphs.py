@@ -238,8 +238,9 @@ def compile_program(model: onnx.ModelProto, model_sha256: str) -> Program:
 
 def with_float16_io(model: onnx.ModelProto, names: set[str]) -> onnx.ModelProto:
     """Makes the named graph inputs and outputs float16, cast inside the graph: stored
-    tensors are kept in float16, and numpy's single-threaded conversions took ~1 s of each
-    5-7 s trunk stage at 4096², where ONNX Runtime's are threaded and vectorised."""
+    tensors are kept in float16, and converting them inside the graph uses ONNX Runtime's
+    threaded, vectorised casts instead of numpy's single-threaded ones, a sizeable share of
+    a stage's time on large images."""
     graph = model.graph
     inside = {name: f"{name}_f32" for name in names}
     for node in graph.node:

@@ -28,16 +28,22 @@ import contextlib
 import ctypes
 import os
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+# The checkout, so that `server` and `core` import when this file is run as a script.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from server.launch import TORCHSERVE, Ports, override_properties, render_config  # noqa: E402
+from server.launch import (  # noqa: E402
+    Ports,
+    override_properties,
+    pid_file,
+    render_config,
+    start_torchserve,
+    torchserve_env,
+)
 
 HOME = Path("/home/model-server")
 PR_SET_CHILD_SUBREAPER = 36
@@ -99,16 +105,6 @@ def container_config(settings: Settings) -> str:
     })
 
 
-def _environment(settings: Settings) -> dict[str, str]:
-    tmp = settings.runtime_dir / "tmp"
-    logs = settings.runtime_dir / "logs"
-    for folder in (tmp, logs):
-        folder.mkdir(parents=True, exist_ok=True)
-    # TorchServe keeps its PID file in $TMPDIR and worker sockets in $TEMP.
-    return {**os.environ, "TMPDIR": str(tmp), "TEMP": str(tmp), "LOG_LOCATION": str(logs),
-            "METRICS_LOCATION": str(logs)}
-
-
 def start(settings: Settings) -> int:
     """Starts TorchServe detached; returns the java frontend's PID."""
     archives = sorted(p.stem for p in settings.model_store.glob("*.mar"))
@@ -120,23 +116,18 @@ def start(settings: Settings) -> int:
     missing = sorted(set(settings.models or ()) - set(archives))
     if missing:
         raise SystemExit(f"entrypoint: STYLE_MODELS names {missing}, not in {settings.model_store}: {archives}")
-    env = _environment(settings)
-    config = settings.runtime_dir / "config.properties"
-    config.write_text(container_config(settings))
-    pid_file = Path(env["TMPDIR"]) / ".model_server.pid"
-    pid_file.unlink(missing_ok=True)
-    command = [str(TORCHSERVE), "--start", "--ncs", "--model-store", str(settings.model_store),
-               "--ts-config", str(config)]
-    if not settings.token_auth:
-        command.append("--disable-token-auth")
-    # cwd: TorchServe writes key_file.json (the API tokens) into its working directory.
-    subprocess.run(command, cwd=settings.runtime_dir, env=env, check=True, stdin=subprocess.DEVNULL)
+    # The same environment and command as ``python -m server start``; output stays on our
+    # stdout and stderr, which are the container's log.
+    java_pid = pid_file(settings.runtime_dir)
+    java_pid.unlink(missing_ok=True)
+    start_torchserve(settings.runtime_dir, settings.model_store, container_config(settings), settings.token_auth,
+                     torchserve_env(settings.runtime_dir))
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if pid_file.exists() and pid_file.read_text().strip():
-            return int(pid_file.read_text().strip())
+        if java_pid.exists() and java_pid.read_text().strip():
+            return int(java_pid.read_text().strip())
         time.sleep(0.1)
-    raise SystemExit(f"entrypoint: TorchServe wrote no PID file ({pid_file}); see {settings.runtime_dir}/logs")
+    raise SystemExit(f"entrypoint: TorchServe wrote no PID file ({java_pid}); see {settings.runtime_dir}/logs")
 
 
 def _become_subreaper() -> None:

@@ -22,35 +22,21 @@ from pathlib import Path
 
 import yaml
 
+from core.engines import quality_path
+from core.paths import MODEL_STORE, ONNX_DIR, ROOT
+from core.photos import content_photos, default_parity_photo
+from core.tiling import bundle_path
+from core.tiling_graphs import write_bundle
 from export import weights
-from export.archive import ROOT, package
+from export.archive import package
+from export.models import FAST_MODEL_CONFIG
 from export.onnx_export import export_style
-from export.photos import default_parity_photo
-from export.quantize import CHECK_SIDE, VariantError, default_calibration_photos, make_variants, variant_path
+from export.quantize import CHECK_SIDE, VariantError, make_variants, variant_path
 
-MODEL_STORE = ROOT / "model_store"
-ONNX_DIR = ROOT / "build" / "onnx"
 #: Per style: the variants' fingerprint, calibration photos and measured quality.
 VARIANTS_RECORD = ONNX_DIR / "variants.json"
 #: Code whose change must rebuild every archive.
 SOURCES = ["core", "export", "handlers/fast_style.py"]
-
-#: TorchServe settings for each fast-style model (written as the archive's model config).
-FAST_MODEL_CONFIG = {
-    "minWorkers": 1,
-    "maxWorkers": 1,
-    # Batching: requests that arrive within 20 ms share one call (images of one size batch).
-    "batchSize": 4,
-    "maxBatchDelay": 20,
-    # A 16-megapixel image takes about a minute on 2 CPU cores; beyond the timeout
-    # TorchServe kills the worker, so the handler's pixel limit keeps requests under it.
-    "responseTimeout": 300,
-    "handler": {
-        "max_input_pixels": 64_000_000,
-        "max_pixels": 4096 * 4096,
-        "intra_op_threads": 0,  # 0 = half the cores, so two busy workers share them
-    },
-}
 
 
 def fingerprint(style: weights.Style, weights_path: Path) -> str:
@@ -67,28 +53,38 @@ def fingerprint(style: weights.Style, weights_path: Path) -> str:
 
 
 def build_style(name: str, mirror: Path | None, photo: Path, store: Path, variants: bool = True) -> str:
+    """Exports the style, makes its variants, and packages the archive with all of them, so
+    the stylizer can choose among the precisions on whatever machine serves it."""
     style = weights.STYLES[name]
     weights_path = weights.fetch(name, mirror=mirror)
     stamp = ONNX_DIR / f"{name}.fingerprint"
     key = fingerprint(style, weights_path)
     archive = store / f"{name}.mar"
     float_path = ONNX_DIR / f"{name}.onnx"
-    if archive.exists() and stamp.exists() and stamp.read_text() == key and (float_path.exists() or not variants):
+    exported = stamp.exists() and stamp.read_text() == key and float_path.exists()
+    if exported:
         status = "up to date"
     else:
         started = time.perf_counter()
         net = weights.load_network(name, mirror=mirror)
         metadata = {"style": name, "family": style.family, "licence": style.licence}
         report = export_style(net, ONNX_DIR, name, metadata, photo)
-        config = ONNX_DIR / f"{name}.model-config.yaml"
-        config.write_text(yaml.safe_dump(FAST_MODEL_CONFIG, sort_keys=False))
-        package(name, ROOT / "handlers" / "fast_style.py", float_path, [], config, store)
-        stamp.write_text(key)
         status = (
             f"built in {time.perf_counter() - started:.0f}s, ONNX vs PyTorch max |diff| "
             f"{report['max_abs_diff_float']:.4f} (float), {report['max_abs_diff_uint8']:.0f} (uint8)"
         )
-    return f"{status}; {build_variants(name, key, photo)}" if variants else status
+    variant_status = build_variants(name, key, photo) if variants else ""
+    files = [variant_path(float_path, kind) for kind in ("int8", "fp16")] if variants else []
+    if not (exported and archive.exists() and variant_status in ("", "variants up to date")):
+        config = ONNX_DIR / f"{name}.model-config.yaml"
+        config.write_text(yaml.safe_dump(FAST_MODEL_CONFIG, sort_keys=False))
+        quality = quality_path(float_path)  # the variants' measured quality, for the runtime choice
+        record = json.loads(VARIANTS_RECORD.read_text()).get(name, {}) if VARIANTS_RECORD.exists() else {}
+        quality.write_text(json.dumps({kind: record[kind] for kind in ("int8", "fp16") if kind in record}, indent=1))
+        extra = [*files, *(bundle_path(f) for f in files if bundle_path(f).is_file()), *([quality] if files else [])]
+        package(name, ROOT / "handlers" / "fast_style.py", float_path, extra, config, store)
+        stamp.write_text(key)
+    return f"{status}; {variant_status}" if variants else status
 
 
 def build_variants(name: str, key: str, holdout_photo: Path) -> str:
@@ -100,7 +96,7 @@ def build_variants(name: str, key: str, holdout_photo: Path) -> str:
     sees, so the recorded PSNR is not only measured on the photos the ranges were fitted to.
     """
     float_path = ONNX_DIR / f"{name}.onnx"
-    calibration = default_calibration_photos()
+    calibration = content_photos()
     check = [*calibration, holdout_photo] if holdout_photo not in calibration else calibration
     digest = hashlib.sha256(key.encode())
     for photo in check:
@@ -111,6 +107,7 @@ def build_variants(name: str, key: str, holdout_photo: Path) -> str:
         return "variants up to date"
     started = time.perf_counter()
     quality = make_variants(float_path, calibration, check)
+    write_bundle(variant_path(float_path, "int8"))  # the int8 file tiles too, without onnx at serving
     seconds = time.perf_counter() - started
     record[name] = {
         "fingerprint": digest.hexdigest(),
@@ -145,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parity-photo", type=Path, help="real photo for the ONNX parity check")
     parser.add_argument("--no-gatys", action="store_true", help="do not build the gatys archive")
     parser.add_argument("--no-variants", action="store_true", help="do not build the int8 / fp16 ONNX variants")
+    parser.add_argument("--no-licence-clean", action="store_true",
+                        help="do not build the multistyle and arbitrary archives (export.styled_export)")
     args = parser.parse_args(argv)
 
     if args.command == "list":
@@ -160,6 +159,11 @@ def main(argv: list[str] | None = None) -> int:
                 photo = args.parity_photo or default_parity_photo()
                 status = build_style(name, args.mirror, photo, args.store, variants=not args.no_variants)
                 print(f"{name}: {status}", flush=True)
+        if args.command == "build" and not args.no_licence_clean:
+            from export.styled_export import build_arbitrary, build_multistyle
+
+            for name, build in (("multistyle", build_multistyle), ("arbitrary", build_arbitrary)):
+                print(f"{name}: {build(ONNX_DIR, args.store, args.parity_photo)}", flush=True)
     except (weights.WeightsUnavailable, VariantError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

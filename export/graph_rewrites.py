@@ -1,21 +1,20 @@
 """A rewrite of the exported float graph: the same function, computed faster on CPUs.
 
 The 9x9 convolution that writes the RGB output makes 3 channels per pixel: too few for
-ONNX Runtime's convolution kernels to keep the vector units busy. At 512² it does 6% of
-the network's multiply-adds in 15% of its fp32 time (166 of 1082 ms, ORT profile, udnie,
-2 threads on this project's 2-core machine).
+ONNX Runtime's convolution kernels to keep the vector units busy, so its share of the
+network's time is far above its share of the multiply-adds.
 
 Regrouped as ``SpaceToDepth(4)`` (each 4x4 pixel block becomes one pixel with 16x the
 channels) -> a 3x3 convolution over blocks -> ``DepthToSpace(4)``, the same sums take
-1.8x the multiply-adds (the zero taps of a 9x9 window laid on 3x3 blocks) but run 2.5x
-faster (65 ms): the whole network 1.1-1.2x at 512², within run-to-run noise at 256².
+144/81 = 1.8x the multiply-adds (the zero taps of a 9x9 window laid on 3x3 blocks of 4x4)
+but write 48 channels per position, which the kernels run at full width.
 Each output pixel still sums exactly the inputs and weights it did before, so results agree
-to float rounding (max 3e-4 on 0..255); the export's parity check against PyTorch guards it.
+to float rounding; the export's parity check against PyTorch guards it.
 
-Measured and not done: the same for the 9x9 *input* conv (3 -> 32 channels) made the
-network slower (1.02x instead of 1.14x at 512²), and rewriting the stride-2 transposed
-convs as 2x2 convs + ``DepthToSpace(2)`` was slower in float32 (0.9-1.0x) and, quantized,
-cost 4 dB of int8 PSNR for no int8 speed.
+Measured and not done (README, "Performance", has the figures): the same for the 9x9 *input*
+conv (3 -> 32 channels) made the network slower, and rewriting the stride-2 transposed convs
+as 2x2 convs + ``DepthToSpace(2)`` was no faster in float32 and, quantized, lost int8 PSNR
+for no int8 speed.
 
 Sizes: the block convolution needs the convolution's input height and width to be
 multiples of 4. The exported graphs pad every image to a multiple of 4 first

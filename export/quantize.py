@@ -8,26 +8,26 @@
 ``make_variants`` writes both beside the float file and checks them against it; the build
 (``python -m export build``) calls it for every style.
 
-Choices, each measured on real photos against the float file:
+Choices, each decided by measuring on real photos against the float file (the figures are
+in README, "Performance"):
 
 * Only ``Conv`` is quantized, and not the two convolutions at the RGB ends. They cost the
-  most PSNR (quantizing the output conv alone: -6 to -9 dB), and as plain 9x9 convs their
-  GEMMs are 3 wide, where the int8 kernels are *slower* (output conv 2.3x, input conv
-  1.4x). The output conv now arrives regrouped over 4x4 blocks (``export.graph_rewrites``,
-  48 wide), and ``rgb_convs`` still recognises it by its channels per pixel.
-  ``InstanceNormalization`` and ``ConvTranspose`` have no int8 CPU kernel: quantizing around
-  them only adds rounding (-4 dB for the norms) and Quantize/Dequantize passes.
+  most PSNR, and as plain 9x9 convs their GEMMs are 3 wide, where the int8 kernels are
+  *slower* than float. The output conv now arrives regrouped over 4x4 blocks
+  (``export.graph_rewrites``, 48 wide), and ``rgb_convs`` still recognises it by its channels
+  per pixel. ``InstanceNormalization`` and ``ConvTranspose`` have no int8 CPU kernel:
+  quantizing around them only adds rounding and Quantize/Dequantize passes.
 * Every quantized conv feeds an instance norm, which ignores a positive scale and an offset
   per channel. ``calibrate`` uses that to give all output channels the same range
-  before the per-tensor activation quantization, leaving the float result unchanged: +2 to
-  +6 dB depending on the style.
+  before the per-tensor activation quantization, leaving the float result unchanged, so
+  one activation grid fits every channel.
 * uint8 activations with int8 per-channel weights: the fast pair on x86 (int8/int8 and
-  uint8/uint8 measured 15-25 % slower; per-tensor weights 1.5 dB worse for no measurable
-  speed). ``reduce_range`` (7-bit weights) is what ONNX Runtime advises on CPUs without VNNI,
-  like this one, against 16-bit saturation; here it measured neither slower nor less exact.
-* Activation ranges: the 99.999th percentile of ``|x|`` on 384 px crops (``calibrate``),
-  measured in the same pass as the equalization. Min/max ranges measured 0.3-1.8 dB worse,
-  256 px crops 2-3 dB worse on 512 px images.
+  uint8/uint8 are slower; per-tensor weights lose PSNR for no speed). ``reduce_range``
+  (7-bit weights) is what ONNX Runtime advises on CPUs without VNNI against 16-bit
+  saturation; it costs neither speed nor exactness here, so it stays on.
+* Activation ranges: a high percentile of ``|x|`` (``CALIBRATION_PERCENTILE``) on
+  ``CALIBRATION_SIDE`` crops (``calibrate``), taken in the same pass as the equalization;
+  min/max ranges and smaller crops are less exact.
 
 On ONNX Runtime's CPU provider the fp16 file runs at float32 speed: the CPU kernels here have
 no float16 version, so ONNX Runtime casts the weights back to float32 when it loads the file.
@@ -57,14 +57,12 @@ from PIL import Image, ImageOps
 
 from core import codec
 from core.onnx_session import session_options
-from core.photos import default_parity_photo
+from core.photos import content_photos
 from export.graph_rewrites import BLOCK
 
-#: The shared real photos beside the checkout (``../shared/images/content``).
-CONTENT_DIR = Path(__file__).resolve().parents[2] / "shared" / "images" / "content"
 #: Calibration crops are this many pixels square. Texture scale, hence activation ranges, change
-#: with the image size: 384 px suits 256-512 px images (256 px crops cost 2-3 dB at 512 px)
-#: and keeps calibration to a few seconds per style.
+#: with the image size: a crop near the sizes served (256-512 px) calibrates them best, and a
+#: small one keeps calibration quick.
 CALIBRATION_SIDE = 384
 #: Convolutions with this few input or output channels (the RGB ends) stay float.
 RGB_CHANNELS = 4
@@ -89,11 +87,6 @@ CHECK_SIDE = 256
 
 class VariantError(RuntimeError):
     """A variant could not be made faithfully: it is not kept."""
-
-
-def default_calibration_photos() -> list[Path]:
-    """The shared content photos, else the photo matplotlib ships (works anywhere)."""
-    return sorted(CONTENT_DIR.glob("*.jpg")) or [default_parity_photo()]
 
 
 def photo_batches(photos: Sequence[Path], side: int) -> list[np.ndarray]:
@@ -248,8 +241,8 @@ def quantize_int8(
     side: int = CALIBRATION_SIDE,
 ) -> Path:
     """Writes the int8 (QDQ) variant of ``fp32_path``, calibrated on ``side``-px square crops
-    of the photos (default: ``default_calibration_photos()``). One self-contained file."""
-    photos = list(calibration_photos or default_calibration_photos())
+    of the photos (default: ``core.photos.content_photos()``). One self-contained file."""
+    photos = list(calibration_photos or content_photos())
     model = onnx.load(str(fp32_path))
     keep_float = rgb_convs(model)
     ranges = calibrate(model, photo_batches(photos, side), keep_float)

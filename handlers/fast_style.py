@@ -24,8 +24,9 @@ from ts.metrics.dimension import Dimension
 from ts.torch_handler.base_handler import BaseHandler
 
 from core import codec
+from core.admission import Admission
 from core.codec import Limits
-from core.errors import InputError, ServerFault
+from core.errors import InputError, Overloaded, ServerFault
 from core.request import Job, from_kserve_v2, is_kserve_v2, parse_request
 from core.runtime_choice import RuntimeSettings
 from core.style_options import PARAMS
@@ -58,6 +59,9 @@ class FastStyleHandler(BaseHandler):
             gpu_id=None if gpu_id is None else int(gpu_id),
         )
         self.style = context.manifest["model"]["modelName"]
+        # Server-wide bound on work in flight (core.admission); bad settings stop the worker here.
+        self.admission = Admission.for_worker(self.style, context.model_yaml_config, self.stylizer.settings.threads,
+                                              self.limits.max_pixels)
         self.kserve_v2 = False
         self.initialized = True
         logger.info("style %s runs on %s", self.style, self.stylizer.runtime)
@@ -89,8 +93,14 @@ class FastStyleHandler(BaseHandler):
         large ones)."""
         good = [job for job in jobs if job.error is None]
         if good:
-            started = time.perf_counter()
-            paintings = self.stylizer.paint([job.image for job in good], [job.params for job in good])
+            try:
+                with self.admission.fast(sum(job.image.width * job.image.height for job in good)):
+                    started = time.perf_counter()
+                    paintings = self.stylizer.paint([job.image for job in good], [job.params for job in good])
+            except Overloaded as error:  # answered 503 with Retry-After
+                for job in good:
+                    job.error = error
+                return jobs
             self._record_latency(started, good)
             for job, painting in zip(good, paintings, strict=True):
                 job.result = painting

@@ -1,7 +1,8 @@
 """Gatys et al. (2015) iterative style transfer, served as the ``gatys`` TorchServe model.
 
-``vgg`` (loss network and its weights), ``losses`` (the objective), ``transfer`` (the
-optimization), ``serving`` (limits and messages for ``handlers/gatys.py``), ``archive``
-(builds ``gatys.mar``); ``python -m optimize`` runs it offline, ``python -m
-optimize.benchmark`` times it.
+``transfer`` (the optimization), ``losses`` (the objective, on the shared loss network in
+``lossnet``), ``serving`` (limits, request parameters and streamed messages), ``service``
+(one request from parsed fields to the reply, for any server) and ``archive`` (builds
+``gatys.mar``; a build tool, not packed into it). ``python -m optimize`` runs it offline;
+``python -m bench.gatys_speed`` times it.
 """

@@ -1,8 +1,9 @@
 """``python -m optimize CONTENT STYLE [STYLE ...] -o OUT``: the served algorithm, offline.
 
 Same ``stylize`` as the ``gatys`` model, with a progress bar, and a loss-curve plot written
-next to the image (``OUT`` stem + ``-losses.png``). VGG19 weights are looked up exactly as
-the server does (``$STYLE_VGG19_WEIGHTS`` or the torch cache); nothing is downloaded.
+next to the image (``OUT`` stem + ``-losses.png``). The loss network's weights are looked up
+exactly as the server does (``$STYLE_VGG19_WEIGHTS`` / ``$STYLE_VGG16_WEIGHTS`` or the torch
+cache); nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from pathlib import Path
 import torch
 
 from core.codec import InputError, Limits, decode
-from optimize.transfer import INITS, OPTIMIZERS, Progress, Settings, stylize
-from optimize.vgg import VGGWeightsMissing, load_vgg19_features
+from lossnet import ARCHITECTURES, VGGWeightsMissing, load_vgg
+from optimize.transfer import INITS, OPTIMIZERS, Progress, TransferSettings, stylize
 
-DEFAULTS = Settings()
+DEFAULTS = TransferSettings()
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -42,17 +43,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default=DEFAULTS.optimizer)
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--seed", type=int)
+    parser.add_argument("--loss-network", choices=sorted(ARCHITECTURES, reverse=True), default=DEFAULTS.loss_network)
     parser.add_argument("--content-weight", type=float, default=DEFAULTS.content_weight)
     parser.add_argument("--style-weight", type=float, default=DEFAULTS.style_weight)
     parser.add_argument("--tv-weight", type=float, default=DEFAULTS.tv_weight)
-    parser.add_argument("--content-layers", type=_names, default=DEFAULTS.content_layers)
-    parser.add_argument("--style-layers", type=_names, default=DEFAULTS.style_layers)
+    parser.add_argument("--content-layers", type=_names, help="default: relu4_2")
+    parser.add_argument("--style-layers", type=_names, help="default: relu1_1,relu2_1,relu3_1,relu4_1,relu5_1")
     parser.add_argument("--style-layer-weights", type=_floats)
     parser.add_argument("--style-weights", type=_floats, help="blend weights, one per style, e.g. 0.7,0.3")
     parser.add_argument("--style-scale", type=float, default=DEFAULTS.style_scale)
     parser.add_argument("--init", choices=INITS, default=DEFAULTS.init)
     parser.add_argument("--init-image", type=Path, help="start image (implies --init image)")
-    parser.add_argument("--original-colors", action="store_true")
+    parser.add_argument("--preserve-colors", "--original-colors", dest="preserve_colors", action="store_true",
+                        help="keep the photo's colours (luminance transfer)")
     parser.add_argument("--scales", type=int, default=DEFAULTS.scales, help="coarse-to-fine levels")
     parser.add_argument("--max-seconds", type=float, help="stop and keep the best image so far")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -63,21 +66,14 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm  # CLI-only dependencies; the server never imports them
 
     args = parse_args(argv)
-    settings = Settings(
-        iterations=args.iterations, max_side=args.max_side, optimizer=args.optimizer,
-        learning_rate=args.learning_rate, seed=args.seed, content_weight=args.content_weight,
-        style_weight=args.style_weight, tv_weight=args.tv_weight, content_layers=args.content_layers,
-        style_layers=args.style_layers, style_layer_weights=args.style_layer_weights,
-        style_weights=args.style_weights, style_scale=args.style_scale,
-        init="image" if args.init_image else args.init, original_colors=args.original_colors,
-        scales=args.scales,
-    )
+    settings = TransferSettings.from_values({**vars(args), "init": "image" if args.init_image else args.init})
     try:
         content = decode(args.content.read_bytes(), Limits(), args.max_side)
-        styles = [decode(path.read_bytes(), Limits()) for path in args.styles]
+        side = settings.style_side(content.size)
+        styles = [decode(path.read_bytes(), Limits(), side) for path in args.styles]
         init_image = decode(args.init_image.read_bytes(), Limits()) if args.init_image else None
-        settings.validate(len(styles))
-        features = load_vgg19_features().to(args.device)
+        settings.check(content.size, styles)
+        vgg = load_vgg(settings.loss_network).to(args.device)
     except (OSError, InputError, ValueError, VGGWeightsMissing) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -91,11 +87,11 @@ def main(argv: list[str] | None = None) -> int:
             bar.set_postfix(level=f"{progress.level}/{progress.levels}", loss=f"{loss:.4g}")
             bar.update(progress.iteration - bar.n)
 
-        result = stylize(content, styles, settings, features, args.device, init_image, on_progress, deadline)
+        result = stylize(content, styles, settings, vgg, args.device, init_image, on_progress, deadline)
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
     result.image.save(args.output)
-    print(f"wrote {args.output} ({result.iterations_done} iterations, {result.elapsed:.1f}s, "
+    print(f"wrote {args.output} ({result.iterations_done} iterations on {vgg.source}, {result.elapsed:.1f}s, "
           f"stopped: {result.stop_reason}, seed {result.seed}, final loss {result.losses['total']:.4g})")
     if not args.no_plot:
         plot = args.plot or args.output.with_name(f"{args.output.stem}-losses.png")

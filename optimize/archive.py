@@ -1,26 +1,34 @@
-"""Builds ``gatys.mar``: the handler, the ``optimize`` and ``core`` packages, and a model config.
+"""Builds ``gatys.mar``: the handler, the packages it runs (``optimize``, ``lossnet``, ``core``)
+and a model config.
 
-The archive holds no weights: VGG19 is looked up on the serving machine at load time (see
-``optimize.vgg``), so the .mar stays small and the 548 MB ImageNet file is never duplicated.
+The archive holds no weights: the loss networks are looked up on the serving machine at load
+time (see ``lossnet.weights``), so the .mar stays small and a 548 MB ImageNet file is never
+duplicated. Only modules the server runs are packed: this builder and the CLI stay out.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import tempfile
 from pathlib import Path
 
 import yaml
 
-from export.archive import ROOT, package
 from optimize.serving import ServingLimits
 
+ROOT = Path(__file__).resolve().parents[1]
 MODEL_NAME = "gatys"
 #: Seconds TorchServe waits for the worker's answer before killing it. Five minutes: long
-#: enough for ~100 L-BFGS iterations at 256 px on 2 CPU cores (about 1.4 s each), short
-#: enough that a stuck worker is noticed. The handler stops optimizing ``response_margin_s``
-#: earlier and returns the best image so far, so a request never meets this limit.
+#: enough for a hundred L-BFGS iterations at 256 px on a 2-core CPU, short enough that a
+#: stuck worker is noticed. The service stops optimizing ``response_margin_s`` earlier and
+#: returns the best image so far, so a request never meets this limit.
 RESPONSE_TIMEOUT_S = 300
+HANDLER = ROOT / "handlers" / "gatys.py"
+#: What the served model imports besides ``core`` (which every archive carries).
+PACKAGES = (ROOT / "optimize", ROOT / "lossnet")
+#: Build and command-line modules of those packages: never run by the server.
+NOT_SERVED = ("archive.py", "__main__.py")
 
 
 def model_config(limits: ServingLimits | None = None) -> dict:
@@ -35,23 +43,33 @@ def model_config(limits: ServingLimits | None = None) -> dict:
         "batchSize": 1,
         "maxBatchDelay": 0,
         "responseTimeout": RESPONSE_TIMEOUT_S,
+        # Workers load one after another behind the fast styles' runtime measurement.
+        "startupTimeout": 600,
         "handler": handler,
     }
 
 
+def stage(folder: Path) -> list[Path]:
+    """Copies the served packages into ``folder`` (without ``NOT_SERVED`` and caches) and
+    writes the model config there; returns the package folders and the config path."""
+    staged = []
+    for package in PACKAGES:
+        target = folder / package.name
+        shutil.copytree(package, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", *NOT_SERVED))
+        staged.append(target)
+    config = folder / "model-config.yaml"
+    config.write_text(yaml.safe_dump(model_config(), sort_keys=False))
+    return [*staged, config]
+
+
 def build(out_dir: Path) -> Path:
     """Writes ``out_dir/gatys.mar`` and returns its path."""
+    from export.archive import package  # the archiver lives with the other build tools
+
     with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "model-config.yaml"
-        config.write_text(yaml.safe_dump(model_config(), sort_keys=False))
-        return package(
-            name=MODEL_NAME,
-            handler=ROOT / "handlers" / "gatys.py",
-            model_file=None,
-            extra=[ROOT / "optimize"],
-            config=config,
-            out_dir=Path(out_dir),
-        )
+        *packages, config = stage(Path(tmp))
+        return package(name=MODEL_NAME, handler=HANDLER, model_file=None, extra=packages, config=config,
+                       out_dir=Path(out_dir))
 
 
 if __name__ == "__main__":

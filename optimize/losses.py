@@ -1,4 +1,4 @@
-"""The Gatys objective: content, style (Gram matrix) and total-variation losses.
+"""The Gatys objective: content, style (Gram matrix, ``lossnet.gram``) and total-variation losses.
 
 Normalization follows the PyTorch neural-transfer tutorial (Gram matrices divided by the
 number of feature elements, mean-squared errors), so its weight scale -- content 1, style
@@ -10,22 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from optimize.vgg import LossNetwork
-
-
-def gram(features: torch.Tensor) -> torch.Tensor:
-    """[1, C, H, W] activations -> [C, C] channel correlations, divided by C*H*W so that
-    style images of different sizes give comparable targets."""
-    _, channels, height, width = features.shape
-    flat = features.reshape(channels, height * width)
-    return flat @ flat.t() / (channels * height * width)
-
-
-def total_variation(image: torch.Tensor) -> torch.Tensor:
-    """Mean squared difference between neighbouring pixels; penalizes high-frequency noise."""
-    dx = image[..., :, 1:] - image[..., :, :-1]
-    dy = image[..., 1:, :] - image[..., :-1, :]
-    return dx.pow(2).mean() + dy.pow(2).mean()
+from lossnet import LossNetwork, gram, total_variation
 
 
 class Objective:

@@ -1,7 +1,7 @@
-"""Serving policy for the ``gatys`` model: limits, request parameters, and progress messages.
+"""Serving policy for the ``gatys`` model: limits, request parameters, and the streamed messages.
 
-Kept apart from the TorchServe handler so the handler reads as the four BaseHandler steps,
-and so the limits and the streamed message format are testable without a server.
+The service (``optimize.service``) applies it; kept apart so the limits and the wire format
+are testable without a server and read in one place.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from PIL import Image
 
 from core.codec import encode, fit_max_side
 from core.request import Param
-from optimize.transfer import Progress, Result, Settings
+from lossnet import ARCHITECTURES
+from optimize.transfer import Plan, Progress, TransferResult
 
 
-class WeightsUnavailable(Exception):
-    """The server lacks the ImageNet VGG19 weights, so no request can be served.
+class LossNetworkUnavailable(Exception):
+    """The server lacks the requested loss network's ImageNet weights, so the request cannot be served.
 
     Answered with **501 Not Implemented**, not 503 and not a 4xx: the fault is the server's
     (a 4xx would tell the client to change its request, which cannot help); 503 means
@@ -36,19 +37,6 @@ class WeightsUnavailable(Exception):
 
     def as_json(self) -> dict:
         return {"code": self.status, "type": "ModelUnavailable", "message": str(self)}
-
-
-@dataclass
-class Job:
-    """One validated request, ready to optimize."""
-
-    content: Image.Image
-    styles: list[Image.Image]
-    settings: Settings
-    stream: bool
-    preview: bool
-    fmt: str
-    budget_s: float
 
 
 #: TorchServe's default responseTimeout, used when the model config does not set one.
@@ -72,7 +60,11 @@ class ServingLimits:
     max_styles: int = 4
     max_scales: int = 4
     max_style_scale: float = 2.0
-    max_input_pixels: int = 40_000_000
+    max_input_pixels: int = 40_000_000  # content image, checked from its header before decoding
+    #: Style images get their own limit: they are resized for the optimizer (to the output's
+    #: side times ``style_scale``) while decoding, so a large painting costs memory once, not
+    #: per iteration, and ``max_side`` (the output's size) does not apply to them.
+    max_style_input_pixels: int = 64_000_000
     time_budget_s: float = 270.0
     response_margin_s: float = 30.0
     stream_interval_s: float = 1.0
@@ -116,7 +108,10 @@ class ServingLimits:
             "style_weight": Param(float, 1e6, 0, huge),
             "tv_weight": Param(float, 10.0, 0, huge),
             "init": Param(str, "content", choices=("content", "noise")),
-            "original_colors": Param(bool, False),
+            "loss_network": Param(str, "vgg19", choices=tuple(sorted(ARCHITECTURES, reverse=True)),
+                                  help="VGG the losses are measured with"),
+            "preserve_colors": Param(bool, False, help="keep the photo's colours (as on the fast styles)"),
+            "original_colors": Param(bool, False, help="alias of preserve_colors"),
             "style_scale": Param(float, 1.0, 0.05, self.max_style_scale),
             "scales": Param(int, 1, 1, self.max_scales, help="coarse-to-fine levels"),
             "style_weights": Param(list, None, help="blend weights, one per style"),
@@ -152,9 +147,9 @@ def _line(message: dict[str, Any]) -> str:
     return json.dumps(message, separators=(",", ":")) + "\n"
 
 
-def start_message(size: tuple[int, int], iterations: int, levels: int, budget: float, seed: int) -> str:
-    return _line({"type": "start", "size": list(size), "iterations": iterations, "levels": levels,
-                  "budget_s": round(budget, 1), "seed": seed})
+def start_message(plan: Plan, budget: float) -> str:
+    return _line({"type": "start", "size": list(plan.size), "iterations": plan.iterations,
+                  "levels": len(plan.levels), "budget_s": round(budget, 1), "seed": plan.seed})
 
 
 def progress_message(progress: Progress, preview: Image.Image | None) -> str:
@@ -174,12 +169,12 @@ def progress_message(progress: Progress, preview: Image.Image | None) -> str:
     return _line(message)
 
 
-def result_message(result: Result, data: bytes, fmt: str, media_type: str) -> str:
+def result_message(result: TransferResult, data: bytes, fmt: str, media_type: str) -> str:
     return _line({"type": "result", **result_summary(result), "format": fmt, "media_type": media_type,
                   "image": base64.b64encode(data).decode("ascii")})
 
 
-def result_summary(result: Result) -> dict[str, Any]:
+def result_summary(result: TransferResult) -> dict[str, Any]:
     """What a client needs to judge the image: how far it got, why it stopped, how to rerun."""
     return {
         "iterations_done": result.iterations_done,

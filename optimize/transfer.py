@@ -1,9 +1,9 @@
-"""Gatys et al. (2015) style transfer: optimize the pixels of an image against VGG19 losses.
+"""Gatys et al. (2015) style transfer: optimize the pixels of an image against VGG losses.
 
-Read top to bottom: ``Settings`` (every knob, validated), ``stylize`` (resolution levels,
-targets, init, colour preservation) and ``_optimize`` (one level's L-BFGS or Adam loop with a
-time budget). The server and the CLI both call ``stylize``; they differ only in how they
-show progress.
+Read top to bottom: ``TransferSettings`` (every knob, validated in one place), ``stylize``
+(resolution levels, targets, init, colour preservation) and ``_optimize`` (one level's
+L-BFGS or Adam loop with a time budget). The service (``optimize.service``), the CLI and the
+benchmark all call ``stylize``; they differ only in how they show progress.
 """
 
 from __future__ import annotations
@@ -11,51 +11,75 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch import nn
 
+from core import color
 from core.codec import fit_max_side
-from core.color import preserve_colors
+from lossnet import ARCHITECTURES, VGG, LossNetwork
 from optimize.losses import Objective
-from optimize.vgg import LAYER_NAMES, LossNetwork
 
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise", "image")
-#: Coarse levels stop halving at this long side; VGG19 needs 16 px to reach relu5_1.
+#: Coarse levels stop halving at this long side.
 MIN_LEVEL_SIDE = 32
+#: Gatys et al.'s layers, per loss network: content relu4_2, style relu1_1..relu5_1 (the
+#: same names exist in VGG16, whose blocks are one conv shorter).
+DEFAULT_LAYERS = {
+    "vgg19": (("relu4_2",), ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")),
+    "vgg16": (("relu4_2",), ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")),
+}
 
 
 @dataclass
-class Settings:
-    """Every parameter of one run. Defaults are the usual Gatys setup: content relu4_2,
-    style relu1_1..relu5_1, L-BFGS from the content image."""
+class TransferSettings:
+    """Every parameter of one run. Defaults are the usual Gatys setup: VGG19, content
+    relu4_2, style relu1_1..relu5_1, L-BFGS from the content image."""
 
     iterations: int = 300  # per resolution level
     max_side: int = 512  # longer side of the output; never upscales the content
     optimizer: str = "lbfgs"
     learning_rate: float | None = None  # None: 1.0 for L-BFGS, 0.02 for Adam (pixels in [0, 1])
     seed: int | None = None  # None: a fresh seed, reported in the result
+    loss_network: str = "vgg19"  # vgg19 | vgg16
     content_weight: float = 1.0
     style_weight: float = 1e6
     tv_weight: float = 10.0
-    content_layers: tuple[str, ...] = ("relu4_2",)
-    style_layers: tuple[str, ...] = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+    content_layers: tuple[str, ...] | None = None  # None: DEFAULT_LAYERS of the loss network
+    style_layers: tuple[str, ...] | None = None
     style_layer_weights: tuple[float, ...] | None = None  # None: 1.0 each
     style_weights: tuple[float, ...] | None = None  # blend of several styles; None: equal
     style_scale: float = 1.0  # style image's longer side relative to the output's
     init: str = "content"  # content | noise | image (then pass init_image)
-    original_colors: bool = False  # keep the content's colours (luminance transfer)
+    preserve_colors: bool = False  # keep the content's colours (luminance transfer)
     scales: int = 1  # coarse-to-fine levels, each half the size of the next
     history_size: int = 20  # L-BFGS memory; torch's default (100) costs 600 MB at 512 px
 
-    def validate(self, style_count: int) -> None:
-        """Raises ``ValueError`` naming the parameter, so callers can answer with a 4xx."""
+    def __post_init__(self):
+        content, style = DEFAULT_LAYERS.get(self.loss_network, (None, None))
+        self.content_layers = tuple(self.content_layers) if self.content_layers is not None else content
+        self.style_layers = tuple(self.style_layers) if self.style_layers is not None else style
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> TransferSettings:
+        """Settings from any mapping keyed by field name (request parameters, CLI arguments):
+        other keys are ignored, ``None`` keeps the default, lists become tuples."""
+        names = {f.name for f in fields(cls)}
+        chosen = {key: tuple(value) if isinstance(value, list) else value
+                  for key, value in values.items() if key in names and value is not None}
+        return cls(**chosen)
+
+    def check(self, output: tuple[int, int], styles: list[Image.Image]) -> None:
+        """Raises ``ValueError`` naming the parameter, so callers can answer with a 4xx: every
+        setting, then whether the output and each (resized) style image reach the deepest layer."""
+        if self.loss_network not in ARCHITECTURES:
+            raise ValueError(f"loss_network must be one of {', '.join(ARCHITECTURES)}, got {self.loss_network!r}")
         if self.iterations < 1:
             raise ValueError(f"iterations must be at least 1, got {self.iterations}")
         if self.max_side < MIN_LEVEL_SIDE:
@@ -73,19 +97,29 @@ class Settings:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.scales < 1:
             raise ValueError(f"scales must be at least 1, got {self.scales}")
-        if style_count < 1:
+        if not styles:
             raise ValueError("at least one style image is needed")
-        unknown = sorted(set(self.content_layers + self.style_layers) - set(LAYER_NAMES))
+        arch = ARCHITECTURES[self.loss_network]
+        unknown = arch.unknown(self.content_layers + self.style_layers)
         if unknown:
-            raise ValueError(f"unknown VGG19 layer(s) {', '.join(unknown)}; known: {', '.join(LAYER_NAMES)}")
+            raise ValueError(f"unknown {arch.name} layer(s) {', '.join(unknown)}; known: {', '.join(arch.layer_names)}")
         if not self.style_layers:
             raise ValueError("style_layers must name at least one layer")
         _check_weights("style_layer_weights", self.style_layer_weights, len(self.style_layers))
-        _check_weights("style_weights", self.style_weights, style_count)
+        _check_weights("style_weights", self.style_weights, len(styles))
+        _check_sizes(output, styles, self)
 
-    def replace(self, **changes) -> Settings:
+    def smallest_side(self) -> int:
+        """The shortest image side the loss network can take down to the deepest layer used."""
+        return ARCHITECTURES[self.loss_network].smallest_side(self.content_layers + self.style_layers)
+
+    def style_side(self, output: tuple[int, int]) -> int:
+        """The longer side every style image is resized to for an output of this size."""
+        return max(1, round(max(output) * self.style_scale))
+
+    def replace(self, **changes) -> TransferSettings:
         values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return Settings(**{**values, **changes})
+        return TransferSettings(**{**values, **changes})
 
 
 def _check_weights(name: str, weights: tuple[float, ...] | None, count: int) -> None:
@@ -95,6 +129,28 @@ def _check_weights(name: str, weights: tuple[float, ...] | None, count: int) -> 
         raise ValueError(f"{name} needs {count} value(s), one per item, got {len(weights)}")
     if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
         raise ValueError(f"{name} must be finite, >= 0 and not all zero, got {list(weights)}")
+
+
+def _check_sizes(output: tuple[int, int], styles: list[Image.Image], settings: TransferSettings) -> None:
+    need = settings.smallest_side()
+    if min(output) < need:
+        raise ValueError(f"content image is {output[0]}x{output[1]} after max_side; its shorter side must be "
+                         f"at least {need} px for layer {settings.style_layers[-1]}")
+    for number, style in enumerate(styles, start=1):
+        if min(resize_style(style, settings.style_side(output)).size) < need:
+            raise ValueError(f"style image {number} ({style.width}x{style.height}) becomes too small at "
+                             f"style_scale {settings.style_scale}: its shorter side must be at least "
+                             f"{need} px")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a run will do, reported once before the first iteration."""
+
+    size: tuple[int, int]  # output width, height
+    levels: list[tuple[int, int]]  # coarse-to-fine sizes, the last one ``size``
+    iterations: int  # planned over all levels
+    seed: int
 
 
 @dataclass
@@ -113,7 +169,7 @@ class Progress:
 
 
 @dataclass
-class Result:
+class TransferResult:
     image: Image.Image
     losses: dict[str, float]  # of the returned image, at the output size
     history: list[dict]  # one row per iteration: level, iteration, elapsed, losses
@@ -121,27 +177,6 @@ class Result:
     stop_reason: str  # completed | time_budget | converged | diverged
     seed: int
     elapsed: float
-
-
-def smallest_side(settings: Settings) -> int:
-    """The shortest image side VGG19 can take down to the deepest layer used: each pooling
-    before it halves the size, and a side of 0 is an error deep inside torch."""
-    deepest = max(LAYER_NAMES.index(name) for name in settings.content_layers + settings.style_layers)
-    return 2 ** sum(name.startswith("pool") for name in LAYER_NAMES[:deepest])
-
-
-def check_sizes(output: tuple[int, int], styles: list[Image.Image], settings: Settings) -> None:
-    """Raises ``ValueError`` if the output or a (resized) style image is too small for the layers."""
-    need = smallest_side(settings)
-    if min(output) < need:
-        raise ValueError(f"content image is {output[0]}x{output[1]} after max_side; its shorter side must be "
-                         f"at least {need} px for layer {settings.style_layers[-1]}")
-    style_side = max(1, round(max(output) * settings.style_scale))
-    for number, style in enumerate(styles, start=1):
-        if min(resize_style(style, style_side).size) < need:
-            raise ValueError(f"style image {number} ({style.width}x{style.height}) becomes too small at "
-                             f"style_scale {settings.style_scale}: its shorter side must be at least "
-                             f"{need} px")
 
 
 def level_sizes(size: tuple[int, int], scales: int, smallest: int = 16) -> list[tuple[int, int]]:
@@ -156,7 +191,7 @@ def level_sizes(size: tuple[int, int], scales: int, smallest: int = 16) -> list[
     return sizes
 
 
-def to_tensor(image: Image.Image, device: torch.device) -> torch.Tensor:
+def to_tensor(image: Image.Image, device: torch.device | str) -> torch.Tensor:
     """PIL RGB -> [1, 3, H, W] float in [0, 1]."""
     array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(array.transpose(2, 0, 1).copy()).unsqueeze(0).to(device)
@@ -178,21 +213,26 @@ def resize_style(style: Image.Image, long_side: int) -> Image.Image:
 def stylize(
     content: Image.Image,
     styles: list[Image.Image],
-    settings: Settings,
-    features: nn.Sequential,
+    settings: TransferSettings,
+    vgg: VGG,
     device: torch.device | str = "cpu",
     init_image: Image.Image | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     deadline: float | None = None,
-) -> Result:
+    on_start: Callable[[Plan], None] | None = None,
+) -> TransferResult:
     """Runs the optimization and returns the best image found.
 
-    ``features`` is a VGG19 feature stack (see ``optimize.vgg``). ``deadline`` is a
-    ``time.monotonic()`` instant: when the next iteration would pass it, the run stops and
-    returns the best image so far, upsampled to the output size if it stopped early on a
-    coarse level.
+    ``vgg`` is the loss network ``settings.loss_network`` names (``lossnet.load_vgg``).
+    ``on_start`` hears the plan (levels, iterations, seed) once, before the first iteration.
+    ``deadline`` is a ``time.monotonic()`` instant: when the next iteration would pass it, the
+    run stops and returns the best image so far, upsampled to the output size if it stopped
+    early on a coarse level.
     """
-    settings.validate(len(styles))
+    content = fit_max_side(content, settings.max_side)
+    settings.check(content.size, styles)
+    if vgg.arch.name != settings.loss_network:
+        raise ValueError(f"settings ask for loss network {settings.loss_network}, given {vgg.arch.name}")
     if settings.init == "image" and init_image is None:
         raise ValueError("init 'image' needs an init image")
     device = torch.device(device)
@@ -200,12 +240,12 @@ def stylize(
     seed = settings.seed if settings.seed is not None else random.SystemRandom().randrange(2**31)
     generator = torch.Generator().manual_seed(seed)
 
-    content = fit_max_side(content, settings.max_side)
-    check_sizes(content.size, styles, settings)
-    sizes = level_sizes(content.size, settings.scales, smallest_side(settings))
-    net = LossNetwork(features, settings.content_layers + settings.style_layers).to(device)
+    sizes = level_sizes(content.size, settings.scales, settings.smallest_side())
+    net = LossNetwork(vgg, settings.content_layers + settings.style_layers).to(device)
     blend = list(settings.style_weights or (1.0,) * len(styles))
     planned = settings.iterations * len(sizes)
+    if on_start is not None:
+        on_start(Plan(content.size, sizes, planned, seed))
     history: list[dict] = []
     done, reason, estimate, cut_short = 0, "completed", None, False
     image = None
@@ -248,8 +288,8 @@ def stylize(
         image = F.interpolate(image, size=(content.height, content.width), mode="bilinear",
                               align_corners=False)
     output = to_image(image)
-    if settings.original_colors:
-        output = preserve_colors(output, content)
+    if settings.preserve_colors:
+        output = color.preserve_colors(output, content)
     with torch.no_grad():
         # Report the losses of what is returned (after colour transfer and any upsampling).
         if size != content.size:  # stopped early on a coarse level
@@ -257,7 +297,7 @@ def stylize(
         _, losses = objective(to_tensor(output, device))
     if cut_short and reason != "diverged":
         reason = "time_budget"
-    return Result(output, losses, history, done, reason, seed, time.monotonic() - start)
+    return TransferResult(output, losses, history, done, reason, seed, time.monotonic() - start)
 
 
 def _objective(
@@ -265,11 +305,11 @@ def _objective(
     content: Image.Image,
     styles: list[Image.Image],
     blend: list[float],
-    settings: Settings,
+    settings: TransferSettings,
     device: torch.device,
 ) -> Objective:
     """The objective at ``content``'s size, with the styles resized relative to it."""
-    style_side = max(1, round(max(content.size) * settings.style_scale))
+    style_side = settings.style_side(content.size)
     layer_weights = settings.style_layer_weights or (1.0,) * len(settings.style_layers)
     return Objective(
         net,
@@ -302,7 +342,7 @@ def _initial(
 def _optimize(
     start: torch.Tensor,
     objective: Objective,
-    settings: Settings,
+    settings: TransferSettings,
     deadline: float | None,
     estimate: float | None,
     report: Callable[[int, dict[str, float], torch.Tensor], None],

@@ -25,6 +25,10 @@ if [ -n "$dev" ] && ! command -v chromium >/dev/null 2>&1; then
   echo "[install] chromium not found: installing it from apt (browser test of the Streamlit page)"
   apt_install chromium
 fi
+if [ -n "$dev" ] && ! { command -v curl && command -v jq; } >/dev/null 2>&1; then
+  echo "[install] curl/jq not found: installing them from apt (the README's KServe curl example is a test)"
+  apt_install curl jq
+fi
 
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3

@@ -3,6 +3,8 @@
 ``start`` renders ``config.properties`` (ports and absolute model store filled in), starts
 TorchServe detached, waits until every model has a ready worker, and prints a curl line.
 The same code starts the test suite's server, so tests exercise the shipped settings.
+``kserve`` serves the same archives on KServe's model server instead, in the foreground
+(``predictor.cli``; ``python -m server kserve --help``).
 """
 
 from __future__ import annotations
@@ -11,14 +13,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from server.launch import ROOT, Server, default_ports
+from core.paths import MODEL_STORE, SERVER_DIR
+from server.launch import Server, default_ports
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["kserve"]:
+        from predictor.cli import main as kserve_main
+
+        return kserve_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m server")
-    parser.add_argument("command", choices=["start", "stop", "status"])
-    parser.add_argument("--model-store", type=Path, default=ROOT / "model_store")
-    parser.add_argument("--runtime-dir", type=Path, default=ROOT / "build" / "server")
+    parser.add_argument("command", choices=["start", "stop", "status", "kserve"])
+    parser.add_argument("--model-store", type=Path, default=MODEL_STORE)
+    parser.add_argument("--runtime-dir", type=Path, default=SERVER_DIR)
     parser.add_argument("--token-auth", action="store_true", help="require TorchServe's API tokens")
     args = parser.parse_args(argv)
     server = Server(args.runtime_dir, args.model_store, default_ports(), token_auth=args.token_auth)

@@ -4,6 +4,10 @@ Each instance gets its own runtime folder: TorchServe keeps its PID file in ``$T
 and its worker sockets in Java's temp dir (``$TEMP``), so two instances (a developer's and
 the tests') must not share them. Stopping uses ``torchserve --stop`` with that same
 environment, which only ever signals the PID this instance wrote.
+
+The environment, command and PID file are functions here so that the container entrypoint
+(``docker/entrypoint.py``) starts TorchServe the same way; it adds only what a container
+needs (settings from the environment, signal forwarding, reaping).
 """
 
 from __future__ import annotations
@@ -17,10 +21,13 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
-ROOT = Path(__file__).resolve().parents[1]
+from core.paths import ROOT
+
 TORCHSERVE = Path(sys.executable).with_name("torchserve")
 
 
@@ -86,6 +93,53 @@ def _properties_escape(value: str) -> str:
     return value.replace("\\", "\\\\")
 
 
+def torchserve_env(runtime_dir: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment one instance runs in: its PID file (``$TMPDIR``), worker sockets
+    (``$TEMP``) and logs inside ``runtime_dir``, so instances never share them."""
+    tmp = runtime_dir / "tmp"
+    logs = runtime_dir / "logs"
+    for folder in (tmp, logs):
+        folder.mkdir(parents=True, exist_ok=True)
+    return {
+        # Where each worker caches its measured engine choice (core.runtime_choice), so a
+        # restarted worker opens the chosen engine at once; an explicit setting wins.
+        "STYLE_RUNTIME_DIR": str(runtime_dir / "runtime-choice"),
+        **os.environ,
+        **(extra or {}),
+        "TMPDIR": str(tmp),
+        "TEMP": str(tmp),
+        "LOG_LOCATION": str(logs),
+        "METRICS_LOCATION": str(logs),
+    }
+
+
+def pid_file(runtime_dir: Path) -> Path:
+    """Where TorchServe writes the java frontend's PID (``$TMPDIR`` of ``torchserve_env``)."""
+    return runtime_dir / "tmp" / ".model_server.pid"
+
+
+def start_torchserve(runtime_dir: Path, model_store: Path, config: str, token_auth: bool, env: dict[str, str],
+                     output: IO[bytes] | None = None) -> None:
+    """Writes ``config`` as the instance's config.properties and starts TorchServe detached;
+    ``output`` gets the launcher's (and java's) stdout and stderr, default: ours."""
+    runtime_dir.mkdir(parents=True, exist_ok=True)
+    config_path = runtime_dir / "config.properties"
+    config_path.write_text(config)
+    command = [str(TORCHSERVE), "--start", "--ncs", "--model-store", str(model_store), "--ts-config", str(config_path)]
+    if not token_auth:
+        command.append("--disable-token-auth")
+    # cwd = runtime dir: TorchServe writes key_file.json (token auth) into its cwd.
+    subprocess.run(command, cwd=runtime_dir, env=env, check=True, stdout=output, stderr=output,
+                   stdin=subprocess.DEVNULL)
+
+
+def stop_torchserve(runtime_dir: Path, env: dict[str, str]) -> bool:
+    """``torchserve --stop`` in the instance's environment: it signals only the PID in that
+    instance's PID file. True when something was stopped."""
+    result = subprocess.run([str(TORCHSERVE), "--stop"], cwd=runtime_dir, env=env, capture_output=True, text=True)
+    return "stopped" in result.stdout.lower() and "not running" not in result.stdout.lower()
+
+
 class Server:
     def __init__(self, runtime_dir: Path, model_store: Path, ports: Ports, token_auth: bool = False,
                  env: dict[str, str] | None = None):
@@ -100,41 +154,16 @@ class Server:
         self.metrics_url = f"http://127.0.0.1:{ports.metrics}"
 
     def _env(self) -> dict[str, str]:
-        tmp = self.runtime_dir / "tmp"
-        tmp.mkdir(parents=True, exist_ok=True)
-        return {
-            # Where each worker caches its measured engine choice (core.runtime_choice), so a
-            # restarted worker opens the chosen engine at once; an explicit setting wins.
-            "STYLE_RUNTIME_DIR": str(self.runtime_dir / "runtime-choice"),
-            **os.environ,
-            **self.extra_env,
-            "TMPDIR": str(tmp),
-            "TEMP": str(tmp),
-            "LOG_LOCATION": str(self.log_dir),
-            "METRICS_LOCATION": str(self.log_dir),
-        }
+        return torchserve_env(self.runtime_dir, self.extra_env)
 
     def start(self) -> None:
-        self.runtime_dir.mkdir(parents=True, exist_ok=True)
-        config = self.runtime_dir / "config.properties"
-        config.write_text(render_config(self.model_store, self.ports, self.token_auth))
-        command = [
-            str(TORCHSERVE), "--start", "--ncs",
-            "--model-store", str(self.model_store),
-            "--ts-config", str(config),
-        ]
-        if not self.token_auth:
-            command.append("--disable-token-auth")
-        # cwd = runtime dir: TorchServe writes key_file.json (token auth) into its cwd.
+        config = render_config(self.model_store, self.ports, self.token_auth)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with (self.log_dir / "launcher.log").open("ab") as log:  # Java inherits these
-            subprocess.run(command, cwd=self.runtime_dir, env=self._env(), check=True,
-                           stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+            start_torchserve(self.runtime_dir, self.model_store, config, self.token_auth, self._env(), output=log)
 
     def stop(self) -> bool:
-        result = subprocess.run([str(TORCHSERVE), "--stop"], cwd=self.runtime_dir, env=self._env(),
-                                capture_output=True, text=True)
-        return "stopped" in result.stdout.lower() and "not running" not in result.stdout.lower()
+        return stop_torchserve(self.runtime_dir, self._env())
 
     def _keys(self) -> dict:
         key_file = self.runtime_dir / "key_file.json"

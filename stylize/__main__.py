@@ -1,4 +1,7 @@
-"""``python -m stylize INPUT... -o OUT_DIR [--style NAME | --model FILE]``.
+"""``python -m stylize INPUT... -o OUT_DIR [--style NAME | --style-image PAINTING | --model FILE]``.
+
+``--style multistyle:SPEC`` picks one of the 26 Apache-2.0 styles (or a blend); ``--style-image``
+(repeatable) paints in any painting's style in one pass.
 
 Exit codes: 0 every input was painted (or its output already existed and was kept);
 1 some inputs were skipped (unreadable, not an image, too large), listed in the summary;
@@ -12,12 +15,15 @@ import sys
 import time
 from pathlib import Path
 
+from core import arbitrary, multistyle
+from core.arbitrary import PARAMS as ARBITRARY_PARAMS
 from core.codec import InputError, parse_format
 from core.engines import BACKENDS, PRECISIONS
+from core.paths import ONNX_DIR
 from core.runtime_choice import RuntimeSettings, SettingError
 from core.style_options import PARAMS
 from stylize.batch import Options, collect_inputs, run_batch
-from stylize.models import DEFAULT_ONNX_DIR, ModelError, load
+from stylize.models import ModelError, load
 
 DEFAULT_STYLE = "udnie"
 #: ``--tile`` values -> ``load(tile=...)``: None lets the image's size decide.
@@ -34,6 +40,37 @@ def _param(name: str):
 
     parse.__name__ = name  # argparse names the type in its error message
     return parse
+
+
+def _style_weights(text: str) -> list[float]:
+    try:
+        return ARBITRARY_PARAMS["style_weights"].parse("style_weights", text)
+    except InputError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def licence_clean(args: argparse.Namespace, settings: RuntimeSettings):
+    """``--style multistyle[:SPEC]`` or ``--style-image``: the licence-clean models, which run
+    whole images (no tiling); None for any other style."""
+    if not args.style_image and args.style.partition(":")[0] != "multistyle":
+        return None
+    if TILE_CHOICES[args.tile]:
+        raise ModelError("--tile on: the multistyle and arbitrary models run whole images (no tiling)")
+    needed = ["arbitrary_transform.onnx", "arbitrary_predict.onnx"] if args.style_image else ["multistyle.onnx"]
+    if missing := [name for name in needed if not (args.onnx_dir / name).is_file()]:
+        raise ModelError(f"{args.onnx_dir / missing[0]} not found: run scripts/build.sh first")
+    try:
+        if args.style_image:
+            painter = arbitrary.ArbitraryStylizer.open(args.onnx_dir, settings)
+            styles = [path.read_bytes() for path in args.style_image]
+            return arbitrary.FixedStylePainter(painter, styles, args.style_weights, args.style_size)
+        weights = multistyle.parse_style(args.style.partition(":")[2] or None)
+        return multistyle.MultistylePainter(multistyle.open_stylizer(args.onnx_dir / "multistyle.onnx", settings),
+                                            weights)
+    except InputError as error:  # a bad spec or painting
+        raise ModelError(str(error)) from None
+    except OSError as error:  # a painting that cannot be read
+        raise ModelError(str(error)) from None
 
 
 def _format(text: str) -> str:
@@ -55,10 +92,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out-dir", type=Path, required=True, help="folder for the paintings (created)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("-s", "--style", default=DEFAULT_STYLE,
-                       help=f"built style name (default {DEFAULT_STYLE}); its build/onnx/<style>.onnx is used")
+                       help=f"built style name (default {DEFAULT_STYLE}); its build/onnx/<style>.onnx is used; "
+                       "or multistyle:SPEC, one of the 26 Apache-2.0 styles (SPEC: 0-25, a name, or 3:0.5,12:0.5)")
+    which.add_argument("--style-image", type=Path, action="append",
+                       help="any painting as the style, in one pass (the Apache-2.0 arbitrary model); repeat to blend")
     which.add_argument("-m", "--model", type=Path,
                        help="a .onnx (our layout or <style>.uint8.onnx) or a TransformerNet .pth state dict")
-    p.add_argument("--onnx-dir", type=Path, default=DEFAULT_ONNX_DIR, help="where built styles live")
+    p.add_argument("--onnx-dir", type=Path, default=ONNX_DIR, help="where built styles live")
+    p.add_argument("--style-weights", type=_style_weights, help="blend weights of the --style-image paintings: 0.7,0.3")
+    p.add_argument("--style-size", type=int, default=256, help="side a --style-image is read at (default 256)")
     p.add_argument("--max-side", type=_param("max_side"), help="downscale so the longer side is at most this")
     p.add_argument("--strength", type=_param("strength"), default=1.0, help="1 = painting, 0 = the photo")
     p.add_argument("--preserve-colors", action="store_true", help="keep the photo's colours")
@@ -95,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             "backend": args.backend, "precision": args.precision, "min_psnr_db": args.min_psnr_db,
             "threads": args.threads,
         })  # fmt: skip
-        stylizer = load(str(args.model) if args.model else args.style, args.onnx_dir, settings, TILE_CHOICES[args.tile])
+        stylizer = licence_clean(args, settings) or load(
+            str(args.model) if args.model else args.style, args.onnx_dir, settings, TILE_CHOICES[args.tile])
     except (ModelError, SettingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

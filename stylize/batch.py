@@ -6,7 +6,6 @@ failed with a reason), and the summary lists the ones that were not written.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from core.codec import InputError
+from core.files import atomic_write
 from core.stylizer import Stylizer
 
 
@@ -111,22 +111,9 @@ def run_batch(
             report.failed.append((source, f"not a usable image ({type(error).__name__}: {error})"))
             continue
         try:
-            _write_atomically(target, painted)
+            atomic_write(target, painted)  # a crash never leaves half an image under the final name
         except OSError as error:
             report.failed.append((source, f"cannot write {target} ({error.strerror or error})"))
             continue
         report.written.append(target)
     return report
-
-
-def _write_atomically(target: Path, payload: bytes) -> None:
-    """A crash or Ctrl-C never leaves a half-written image under the final name (the
-    temporary file is opened normally so the result gets the user's umask)."""
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.part")
-    try:
-        with temporary.open("wb") as file:
-            file.write(payload)
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise

@@ -18,11 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from core.engines import Candidate
+from core.paths import ONNX_DIR
 from core.runtime_choice import RuntimeSettings, SettingError
 from core.stylizer import Stylizer, TilingPolicy
-
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_ONNX_DIR = ROOT / "build" / "onnx"
 
 
 class ModelError(RuntimeError):
@@ -31,7 +29,7 @@ class ModelError(RuntimeError):
 
 def load(
     model: str,
-    onnx_dir: Path = DEFAULT_ONNX_DIR,
+    onnx_dir: Path = ONNX_DIR,
     settings: RuntimeSettings | None = None,
     tile: bool | None = None,
 ) -> Stylizer:
@@ -69,7 +67,7 @@ def load(
     return stylizer
 
 
-def style_onnx(style: str, onnx_dir: Path = DEFAULT_ONNX_DIR) -> Path:
+def style_onnx(style: str, onnx_dir: Path = ONNX_DIR) -> Path:
     """The built ONNX file of a named style, or an error that says how to build it."""
     from export.weights import DEFAULT_STYLES, STYLES
 

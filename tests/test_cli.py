@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 
 from core import codec
+from core.paths import ROOT
 from export.networks import TransformerNet
-from server.launch import ROOT
 from stylize.__main__ import main
 from stylize.batch import output_names
 

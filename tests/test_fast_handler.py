@@ -72,3 +72,16 @@ def test_batch_mixing_good_and_bad_requests(handler, context, small_photo):
         image = Image.open(io.BytesIO(out[idx]))
         assert image.size == size
         assert np.abs(codec.to_array(image.convert("RGB")) - codec.to_array(small_photo.resize(size))).mean() > 15
+
+
+@pytest.mark.parametrize(("settings", "named"), [
+    ({"backend": "tensorrt"}, "handler.backend must be one of"),
+    ({"precision": "fp16"}, "fp16 needs a GPU"),
+    ({"backend": "openvino", "min_psnr_db": 200}, "min_psnr_db 200: no allowed runtime reaches it"),
+])
+def test_bad_runtime_settings_stop_the_worker_at_start_up_by_name(built_store, settings, named):
+    manifest = {"model": {"modelName": "udnie", "serializedFile": "udnie.onnx"}}
+    context = Context("udnie", str(ONNX_DIR), manifest, 1, None, "0.12.0", metrics=ts_metrics())
+    context.model_yaml_config = {"handler": settings}
+    with pytest.raises(ValueError, match=named):
+        FastStyleHandler().initialize(context)

@@ -17,23 +17,28 @@ from PIL import Image
 
 from core.codec import fit_max_side
 from core.color import preserve_colors
-from optimize.losses import Objective, gram
-from optimize.transfer import Settings, level_sizes, stylize, to_tensor
-from optimize.vgg import (
+from lossnet import (
+    ARCHITECTURES,
     ENV_ALLOW_UNVERIFIED,
-    ENV_WEIGHTS,
-    LAYER_NAMES,
+    VGG,
     LossNetwork,
     VGGWeightsMissing,
     find_weights,
-    load_vgg19_features,
-    random_vgg19_features,
+    gram,
+    load_vgg,
+    random_vgg,
     write_random_weights,
 )
+from optimize.losses import Objective
+from optimize.transfer import TransferSettings, level_sizes, stylize, to_tensor
 
-IMAGES = Path("/work/shared/images")
-#: Shallow layers: the options' effects show just as well and each iteration costs ~10 ms.
-FAST = Settings(
+from .conftest import SHARED
+
+IMAGES = SHARED / "images"
+VGG19 = ARCHITECTURES["vgg19"]
+ENV_WEIGHTS = VGG19.env
+#: Shallow layers: the options' effects show just as well and each iteration is cheap.
+FAST = TransferSettings(
     iterations=12,
     max_side=48,
     seed=0,
@@ -53,8 +58,8 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def features() -> torch.nn.Sequential:
-    return random_vgg19_features(seed=0)
+def features() -> VGG:
+    return random_vgg("vgg19", seed=0)
 
 
 def _load(path: Path) -> Image.Image:
@@ -80,7 +85,7 @@ def _pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.float64)
 
 
-def _style_distance(features, image: Image.Image, style: Image.Image, settings: Settings) -> float:
+def _style_distance(features, image: Image.Image, style: Image.Image, settings: TransferSettings) -> float:
     """Unweighted style loss of ``image`` against one style, at ``image``'s size."""
     net = LossNetwork(features, settings.content_layers + settings.style_layers)
     side = max(image.size)
@@ -93,7 +98,7 @@ def _style_distance(features, image: Image.Image, style: Image.Image, settings: 
 
 @pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
 def test_total_loss_halves_with_default_layers(features, content, wave, optimizer):
-    settings = Settings(iterations=15, max_side=48, seed=0, optimizer=optimizer)
+    settings = TransferSettings(iterations=15, max_side=48, seed=0, optimizer=optimizer)
     result = stylize(content, [wave], settings, features)
     totals = [row["total"] for row in result.history]
     assert result.stop_reason == "completed" and result.iterations_done == 15
@@ -130,9 +135,9 @@ def test_more_style_weight_lowers_style_loss(features, content, wave):
     assert high_distance < 0.7 * _style_distance(features, low.image, wave, FAST)
 
 
-def test_original_colors_keep_content_chroma(features, content, wave):
+def test_preserve_colors_keep_content_chroma(features, content, wave):
     plain = stylize(content, [wave], FAST, features)
-    kept = stylize(content, [wave], FAST.replace(original_colors=True), features)
+    kept = stylize(content, [wave], FAST.replace(preserve_colors=True), features)
     reference = fit_max_side(content, 48)
 
     def chroma_error(image: Image.Image) -> float:
@@ -214,26 +219,26 @@ def test_bad_settings_raise_value_error_naming_the_parameter(features, content, 
 
 def test_loss_network_stops_at_deepest_layer_and_is_frozen(features):
     net = LossNetwork(features, ["relu2_1", "relu1_1"])
-    assert len(net.stack) == LAYER_NAMES.index("relu2_1") + 1
+    assert len(net.stack) == VGG19.layer_names.index("relu2_1") + 1
     assert not any(p.requires_grad for p in net.parameters())
     out = net(torch.rand(1, 3, 32, 32))
     assert list(out) == ["relu1_1", "relu2_1"] and out["relu2_1"].shape == (1, 128, 16, 16)
-    assert gram(out["relu1_1"]).shape == (64, 64)
+    assert gram(out["relu1_1"]).shape == (1, 64, 64)  # one Gram for both paths: batched
 
 
 def test_weights_lookup_never_falls_back_to_random(tmp_path, monkeypatch):
     monkeypatch.setenv(ENV_WEIGHTS, str(tmp_path / "absent.pth"))
     monkeypatch.delenv(ENV_ALLOW_UNVERIFIED, raising=False)
     with pytest.raises(VGGWeightsMissing, match=ENV_WEIGHTS):
-        find_weights()
+        find_weights(VGG19)
     path = write_random_weights(tmp_path / "random.pth", seed=3)
     monkeypatch.setenv(ENV_WEIGHTS, str(path))
     with pytest.raises(VGGWeightsMissing, match="dcbb9e9d"):
-        load_vgg19_features()
+        load_vgg("vgg19")
     monkeypatch.setenv(ENV_ALLOW_UNVERIFIED, "1")
-    loaded = load_vgg19_features()
-    expected = random_vgg19_features(seed=3)
-    assert torch.equal(loaded[0].weight, expected[0].weight)
+    loaded = load_vgg("vgg19")
+    expected = random_vgg("vgg19", seed=3)
+    assert torch.equal(loaded.features[0].weight, expected.features[0].weight)
 
 
 def test_cli_writes_image_and_loss_plot(tmp_path, monkeypatch):

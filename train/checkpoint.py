@@ -13,25 +13,23 @@ killed mid-save leaves the previous pair intact):
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
+import io
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from core.files import atomic_write
+
 FORMAT = "style-transfer/train-checkpoint/1"
 
 
 def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` through ``core.files.atomic_write``."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
-        try:
-            torch.save(obj, tmp)
-        except BaseException:
-            os.unlink(tmp.name)
-            raise
-    os.replace(tmp.name, path)
+    atomic_write(path, buffer.getvalue())
 
 
 def save(

@@ -36,15 +36,20 @@ class ContentImages(Dataset):
     """Every image under ``root`` (recursively), resized and centre-cropped to a square.
 
     The file list is sorted, so each DDP rank sees the same indices in the same order and
-    ``DistributedSampler`` can split them without overlap.
+    ``DistributedSampler`` can split them without overlap. ``augment`` takes a random crop
+    (of a slightly larger resize) and flips half the images: a few photos then still show
+    the network many views. Off by default, so a resumed run sees exactly the same pixels.
     """
 
-    def __init__(self, root: Path, size: int = 256):
+    def __init__(self, root: Path, size: int = 256, augment: bool = False):
         self.root = Path(root)
         self.files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not self.files:
             raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {self.root}")
-        self.geometry = v2.Compose([v2.Resize(size), v2.CenterCrop(size)])
+        if augment:
+            self.geometry = v2.Compose([v2.Resize(round(size * 1.5)), v2.RandomCrop(size), v2.RandomHorizontalFlip()])
+        else:
+            self.geometry = v2.Compose([v2.Resize(size), v2.CenterCrop(size)])
 
     def __len__(self) -> int:
         return len(self.files)

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import yaml
 
-from export.__main__ import FAST_MODEL_CONFIG, MODEL_STORE, ONNX_DIR
-from export.archive import ROOT, package
+from core.paths import MODEL_STORE, ONNX_DIR, ROOT
+from core.photos import default_parity_photo
+from export.archive import package
+from export.models import FAST_MODEL_CONFIG
 from export.onnx_export import export_style
-from export.photos import default_parity_photo
 from export.weights import load_pytorch_examples
 
 #: TorchServe model names (and this project's allowed_urls pattern) admit only these.

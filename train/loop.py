@@ -23,22 +23,22 @@ from tqdm import tqdm
 
 from core import codec
 from export.networks import SizePreserving, TransformerNet
+from lossnet import LossNetwork, load_vgg, random_vgg
 from train import checkpoint, distributed
 from train.dataset import ContentImages, load_style_image, read_image, to_tensor
 from train.distributed import Precision, Runtime
-from train.loss_network import FeatureTaps, load_features, random_features
 from train.losses import PerceptualLoss
 
 log = logging.getLogger("train")
 
 #: Settings a resumed run must share with the checkpoint (the rest -- step limits,
 #: intervals, workers -- may change between runs).
-RECIPE = ("style_image", "image_size", "style_size", "loss_network", "content_layers", "style_layers",
+RECIPE = ("style_image", "image_size", "augment", "style_size", "loss_network", "content_layers", "style_layers",
           "content_weight", "style_weight", "tv_weight", "learning_rate", "batch_size", "seed")
 
 
 @dataclass
-class Settings:
+class TrainSettings:
     """One training run. Field defaults are the Johnson et al. recipe."""
 
     dataset: Path
@@ -49,9 +49,10 @@ class Settings:
     max_steps: int | None = None  # overrides epochs: total optimizer steps
     batch_size: int = 4  # per rank
     image_size: int = 256
+    augment: bool = False  # random crops and flips: variety from a small folder of photos
     style_size: int | None = None  # shorter side of the style image; None keeps it as is
     loss_network: str = "vgg16"
-    loss_weights: Path | None = None  # ImageNet VGG file; default $STYLE_VGG16_WEIGHTS / torch cache
+    loss_weights: Path | None = None  # ImageNet VGG file (lossnet layouts); default $STYLE_VGG16_WEIGHTS / torch cache
     content_layers: tuple[str, ...] = ("relu2_2",)
     style_layers: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
     content_weight: float = 1e5
@@ -101,15 +102,16 @@ class Result:
     history: list[dict[str, float]] = field(default_factory=list)  # this rank's losses, one per step run
 
 
-def build_loss(settings: Settings, device: torch.device) -> PerceptualLoss:
+def build_loss(settings: TrainSettings, device: torch.device) -> PerceptualLoss:
     """Frozen VGG taps plus the style image's Gram targets, computed once."""
     if settings.random_loss_network_for_tests:
         log.warning("RANDOM-WEIGHT %s loss network (--random-loss-network-for-tests): not style transfer",
                     settings.loss_network)
-        features = random_features(settings.loss_network, seed=0)
+        vgg = random_vgg(settings.loss_network, seed=0)
     else:
-        features = load_features(settings.loss_network, settings.loss_weights)
-    taps = FeatureTaps(settings.loss_network, features, settings.content_layers + settings.style_layers)
+        vgg = load_vgg(settings.loss_network, settings.loss_weights)
+        log.info("loss network %s from %s", settings.loss_network, vgg.source)
+    taps = LossNetwork(vgg, settings.content_layers + settings.style_layers)
     style = load_style_image(settings.style_image, settings.style_size)
     loss = PerceptualLoss(taps, style, settings.content_layers, settings.style_layers,
                           settings.content_weight, settings.style_weight, settings.tv_weight)
@@ -117,7 +119,7 @@ def build_loss(settings: Settings, device: torch.device) -> PerceptualLoss:
 
 
 def epoch_loader(dataset: ContentImages, sampler: DistributedSampler, epoch: int, skip: int,
-                 settings: Settings, runtime: Runtime) -> DataLoader:
+                 settings: TrainSettings, runtime: Runtime) -> DataLoader:
     """This rank's batches for ``epoch``, minus the first ``skip`` already trained on.
 
     The order depends only on the seed and the epoch, so a resumed run sees exactly the
@@ -131,9 +133,9 @@ def epoch_loader(dataset: ContentImages, sampler: DistributedSampler, epoch: int
 class SampleWriter:
     """Rank 0 stylizes one fixed photo now and then, to watch the style emerge."""
 
-    def __init__(self, settings: Settings, device: torch.device):
+    def __init__(self, settings: TrainSettings, device: torch.device):
         if settings.sample_image is None:  # imported here: it brings in ONNX, which training never needs
-            from export.photos import default_parity_photo
+            from core.photos import default_parity_photo
         photo = settings.sample_image or default_parity_photo()
         self.photo = to_tensor(read_image(photo, max_side=settings.sample_size))[None].to(device)
         self.folder = Path(settings.save_dir) / "samples"
@@ -149,7 +151,7 @@ class SampleWriter:
         return path
 
 
-def train(settings: Settings) -> Result:
+def train(settings: TrainSettings) -> Result:
     """Runs (or resumes) training to the requested step; returns where the weights are."""
     runtime = distributed.setup(settings.device)
     try:
@@ -158,10 +160,10 @@ def train(settings: Settings) -> Result:
         distributed.teardown()
 
 
-def _train(settings: Settings, runtime: Runtime) -> Result:
+def _train(settings: TrainSettings, runtime: Runtime) -> Result:
     torch.manual_seed(settings.seed)
     save_dir = Path(settings.save_dir)
-    dataset = ContentImages(settings.dataset, settings.image_size)
+    dataset = ContentImages(settings.dataset, settings.image_size, settings.augment)
     # One sampler for 1..N processes: shuffled by (seed, epoch), split across ranks, and
     # equal-length shards (drop_last) so every rank runs the same number of steps.
     sampler = DistributedSampler(dataset, num_replicas=runtime.world_size, rank=runtime.rank,
@@ -227,7 +229,7 @@ def _train(settings: Settings, runtime: Runtime) -> Result:
     return Result(step, settings.weights_path, settings.checkpoint_path, history)
 
 
-def _resume(settings: Settings, runtime: Runtime, net: TransformerNet, optimizer: torch.optim.Optimizer,
+def _resume(settings: TrainSettings, runtime: Runtime, net: TransformerNet, optimizer: torch.optim.Optimizer,
             precision: Precision) -> int:
     """Restores model, optimizer and loss scaler; returns the step to continue from (0: fresh)."""
     if not settings.checkpoint_path.exists():
@@ -251,7 +253,7 @@ def _resume(settings: Settings, runtime: Runtime, net: TransformerNet, optimizer
     return int(state["step"])
 
 
-def _save(settings: Settings, runtime: Runtime, step: int, net: TransformerNet,
+def _save(settings: TrainSettings, runtime: Runtime, step: int, net: TransformerNet,
           optimizer: torch.optim.Optimizer, precision: Precision) -> None:
     if runtime.is_main:
         checkpoint.save(settings.checkpoint_path, settings.weights_path, step=step, model=net,

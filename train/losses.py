@@ -11,30 +11,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from optimize.losses import total_variation
-from train.loss_network import FeatureTaps
-
-
-def gram(features: torch.Tensor) -> torch.Tensor:
-    """``[N, C, H, W]`` -> ``[N, C, C]`` channel correlations over ``C * H * W``.
-
-    Computed in float32 even under autocast: squared activations summed over a 256x256
-    map overflow float16."""
-    n, c, h, w = features.shape
-    flat = features.float().reshape(n, c, h * w)
-    with torch.autocast(features.device.type, enabled=False):
-        return flat @ flat.transpose(1, 2) / (c * h * w)
+from lossnet import LossNetwork, gram, total_variation
 
 
 class PerceptualLoss(nn.Module):
     """Weighted content + style + TV losses of a stylized batch against its content batch.
 
-    The style image's Gram matrices are computed once, here, and kept as buffers.
+    Images are in the TransformerNet range, [0, 255]; the loss network takes [0, 1] and
+    converts to its weights' convention itself. The style image's Gram matrices are computed
+    once, here, and kept as buffers.
     """
 
     def __init__(
         self,
-        taps: FeatureTaps,
+        taps: LossNetwork,
         style_image: torch.Tensor,
         content_layers: tuple[str, ...],
         style_layers: tuple[str, ...],
@@ -48,15 +38,15 @@ class PerceptualLoss(nn.Module):
         self.style_layers = style_layers
         self.weights = {"content": content_weight, "style": style_weight, "tv": tv_weight}
         with torch.no_grad():
-            found = taps(style_image)
+            found = taps(style_image / 255.0)
         for name in style_layers:
             self.register_buffer(f"target_{name}", gram(found[name]))
 
     def forward(self, stylized: torch.Tensor, content: torch.Tensor) -> dict[str, torch.Tensor]:
         """Weighted terms and their sum (``"total"``), each a scalar tensor."""
         with torch.no_grad():
-            targets = self.taps(content)
-        found = self.taps(stylized)
+            targets = self.taps(content / 255.0)
+        found = self.taps(stylized / 255.0)
         content_loss = sum(F.mse_loss(found[n].float(), targets[n].float()) for n in self.content_layers)
         style_loss = 0.0
         for name in self.style_layers:

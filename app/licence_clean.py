@@ -1,0 +1,127 @@
+"""The page's licence-clean paths: one of the 26 styles (or a blend), and "your own style image
+(fast)". Like ``app.client.stylize_fast``: TorchServe's ``multistyle`` / ``arbitrary`` model when
+the server answers, else the same code in this process (``core.multistyle`` /
+``core.arbitrary``, the handlers' own), so the pixels agree. Free of Streamlit, for the tests.
+"""
+
+from __future__ import annotations
+
+import urllib.error
+from functools import lru_cache
+from pathlib import Path
+
+from PIL import Image
+
+from app.client import (
+    _SERVER_SIDE,
+    FAST_TIMEOUT_S,
+    ClientError,
+    FastOptions,
+    Outcome,
+    decode_photo,
+    error_message,
+    normalize_url,
+    ping,
+    post,
+    why,
+)
+from core import arbitrary, codec, multistyle
+from core.errors import InputError
+from core.multistyle import NUM_STYLES, STYLE_NAMES
+
+#: The contact sheet (``python -m export.contact_sheet``) the thumbnails are cut from.
+SHEET = Path(__file__).resolve().parents[1] / "docs" / "multistyle_styles.png"
+
+
+@lru_cache(maxsize=1)
+def thumbnails() -> list[Image.Image] | None:
+    """The 26 styles' tiles from the contact sheet, or None where the sheet is absent."""
+    from export.contact_sheet import tile_box
+
+    try:
+        sheet = Image.open(SHEET).convert("RGB")
+    except OSError:
+        return None
+    return [sheet.crop(tile_box(index)) for index in range(NUM_STYLES)]
+
+
+def label(index: int) -> str:
+    return f"{index} {STYLE_NAMES[index]}"
+
+
+@lru_cache(maxsize=1)
+def _multistyle(onnx_dir: Path) -> multistyle.MultistylePainter:
+    stylizer = multistyle.open_stylizer(onnx_dir / "multistyle.onnx")
+    return multistyle.MultistylePainter(stylizer, multistyle.parse_style(0))
+
+
+@lru_cache(maxsize=1)
+def _arbitrary(onnx_dir: Path) -> arbitrary.ArbitraryStylizer:
+    return arbitrary.ArbitraryStylizer.open(onnx_dir)
+
+
+def _server_or_local(model: str, fields: dict[str, str], files: dict, url: str, local) -> tuple[bytes, str, str]:
+    """The server's answer, or ``local()``'s: the PNG, ``"server"`` or ``"local"``, and the note."""
+    url = normalize_url(url)
+    reason = ping(url)
+    if reason is None:
+        try:
+            with post(f"{url}/predictions/{model}", fields, files, FAST_TIMEOUT_S) as response:
+                return response.read(), "server", f"Stylized by TorchServe at {url} (model '{model}')."
+        except urllib.error.HTTPError as error:
+            message = error_message(error)
+            if error.code not in _SERVER_SIDE:
+                raise ClientError(f"The server refused the request (HTTP {error.code}): {message}") from None
+            reason = f"could not serve '{model}' (HTTP {error.code}: {message})"
+        except OSError as error:
+            reason = f"failed during the request ({why(error)})"
+    try:
+        data, runtime = local()
+    except (OSError, RuntimeError, ValueError) as error:  # a missing build, a bad file
+        raise ClientError(f"The server at {url} {reason}, and the local fallback cannot run: {error}") from None
+    return data, "local", f"Stylized locally with {runtime} ({model}): the server at {url} {reason}."
+
+
+def stylize_multistyle(photo_bytes: bytes, style: str, options: FastOptions, url: str, onnx_dir: Path) -> Outcome:
+    """One of the 26 styles or a blend (``"3:0.5,12:0.5"``), server first."""
+    params = options.params()
+    try:
+        weights = multistyle.parse_style(style)
+    except InputError as error:
+        raise ClientError(str(error)) from None
+    photo = decode_photo(photo_bytes, params["max_side"])
+    fields = {"format": "png", "style": style, "strength": str(params["strength"]),
+              "preserve_colors": "true" if params["preserve_colors"] else "false"}
+
+    def local() -> tuple[bytes, str]:
+        painter = _multistyle(onnx_dir)
+        stylizer = multistyle.MultistylePainter(painter.stylizer, weights)
+        painted = stylizer.paint([photo], [{**params, "tile": False}])[0]
+        return codec.encode(painted, "png"), stylizer.runtime
+
+    files = {"image": ("photo.png", codec.encode(photo, "png"), "image/png")}
+    data, backend, note = _server_or_local("multistyle", fields, files, url, local)
+    return Outcome(photo, codec.decode(data), data, backend, note)
+
+
+def stylize_own_style(photo_bytes: bytes, style_bytes: bytes, options: FastOptions, url: str,
+                      onnx_dir: Path) -> Outcome:
+    """Any painting as the style, in one pass (``arbitrary``), server first. ``strength``
+    moves along the style vector from the photo's own style, as on the endpoint."""
+    params = options.params()
+    photo = decode_photo(photo_bytes, params["max_side"])
+    fields = {"format": "png", "strength": str(params["strength"]),
+              "preserve_colors": "true" if params["preserve_colors"] else "false"}
+    files = {"content": ("photo.png", codec.encode(photo, "png"), "image/png"),
+             "style": ("style", style_bytes, "application/octet-stream")}
+
+    def local() -> tuple[bytes, str]:
+        painter = _arbitrary(onnx_dir)
+        try:
+            painted = painter.paint(photo, [style_bytes], strength=params["strength"], params=params)
+        except InputError as error:
+            raise ClientError(f"Cannot use that style image: {error}") from None
+        return codec.encode(painted, "png"), painter.runtime
+
+    data, backend, note = _server_or_local("arbitrary", fields, files, url, local)
+    return Outcome(photo, codec.decode(data), data, backend, note)

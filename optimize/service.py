@@ -1,0 +1,172 @@
+"""The Gatys service: one request from its parsed fields to the reply, independent of any server.
+
+``GatysService(limits, device)`` loads every loss network whose weights it finds, once.
+Per request: ``parse`` (a raw request row -> images and validated parameters),
+``prepare`` (-> a ``GatysJob``: images decoded with their own limits, settings built and
+checked; raises ``InputError`` or ``LossNetworkUnavailable``), ``run`` (the optimization
+under the time budget, streamed progress handed to ``send`` as NDJSON lines) and ``reply``
+(the image or the final NDJSON line, with its media type and ``X-Gatys-*`` headers). The
+TorchServe handler (``handlers/gatys.py``) and the KServe predictor both drive these four.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image
+
+from core.codec import MEDIA_TYPES, Limits, decode, encode, format_from_accept, parse_format
+from core.errors import InputError, ServerFault
+from core.request import ParsedRequest, parse_request
+from lossnet import ARCHITECTURES, VGG, VGGWeightsMissing, load_vgg
+from optimize.serving import (
+    LossNetworkUnavailable,
+    ServingLimits,
+    is_image_field,
+    preview_image,
+    progress_message,
+    result_message,
+    result_summary,
+    start_message,
+    style_fields,
+)
+from optimize.transfer import Plan, Progress, TransferResult, TransferSettings, stylize, to_image
+
+log = logging.getLogger(__name__)
+NDJSON = "application/x-ndjson"
+#: The network requests get unless they name one; its absence is logged as an error.
+DEFAULT_NETWORK = "vgg19"
+
+
+@dataclass
+class GatysJob:
+    """One validated request, ready to optimize."""
+
+    content: Image.Image
+    styles: list[Image.Image]
+    settings: TransferSettings
+    stream: bool
+    preview: bool
+    fmt: str
+    budget_s: float
+
+
+@dataclass
+class Reply:
+    """What goes back to the client, in terms any HTTP server can send."""
+
+    status: int
+    media_type: str
+    body: bytes | str
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class GatysService:
+    """The loaded loss networks and the serving limits, shared by every request."""
+
+    def __init__(self, limits: ServingLimits, device: torch.device | str = "cpu"):
+        self.limits = limits
+        self.device = torch.device(device)
+        self.networks: dict[str, VGG] = {}
+        self.missing: dict[str, str] = {}
+        for name in ARCHITECTURES:
+            try:
+                self.networks[name] = load_vgg(name).to(self.device)
+                log.info("gatys: loss network %s from %s", name, self.networks[name].source)
+            except VGGWeightsMissing as error:
+                # Not fatal: the model still registers, and requests for this network get a 501
+                # saying how to supply the weights, instead of a worker crashing on load.
+                self.missing[name] = str(error)
+                level = logging.ERROR if name == DEFAULT_NETWORK else logging.INFO
+                log.log(level, "gatys: answering 501 to %s requests until its weights exist: %s", name, error)
+
+    def parse(self, row: Mapping[str, Any], content_type: str) -> ParsedRequest:
+        """One raw request (multipart fields, a JSON body, or v2 inputs turned into a row)."""
+        return parse_request(row, content_type, is_image_field, self.limits.params(), "content")
+
+    def prepare(self, parsed: ParsedRequest, accept: str | None = None) -> GatysJob:
+        """Decodes and checks everything before any optimization starts; raises ``InputError``
+        (4xx, naming the problem) or ``LossNetworkUnavailable`` (501)."""
+        limits, params = self.limits, parsed.params
+        if params["loss_network"] in self.missing:
+            raise LossNetworkUnavailable(self.missing[params["loss_network"]])
+        names = style_fields(parsed.images)
+        if not names:
+            raise InputError("missing style image: send a 'style' file field (JSON: \"styles\": [b64, ...])")
+        if len(names) > limits.max_styles:
+            raise InputError(f"{len(names)} style images sent; this server allows at most {limits.max_styles}")
+        content = decode(parsed.image("content"), Limits(max_input_pixels=limits.max_input_pixels),
+                         params["max_side"])
+        settings = TransferSettings.from_values({
+            **params,
+            "preserve_colors": params["preserve_colors"] or params["original_colors"],
+            "history_size": limits.history_size,
+        })
+        # Decoded straight to the size the optimizer uses (never upscaled here): the output's
+        # max_side does not apply to a style image, its own pixel limit does.
+        style_limits = Limits(max_input_pixels=limits.max_style_input_pixels)
+        styles = [decode(parsed.images[name], style_limits, settings.style_side(content.size)) for name in names]
+        fmt = parse_format(params["format"]) or format_from_accept(accept) or "png"
+        try:
+            settings.check(content.size, styles)
+        except ValueError as error:
+            raise InputError(str(error)) from None
+        return GatysJob(content, styles, settings, params["stream"], params["preview"], fmt, params["max_seconds"])
+
+    def run(self, job: GatysJob, send: Callable[[str], None] | None = None) -> TransferResult:
+        """Optimizes under the job's time budget. With ``job.stream``, ``send`` gets the start line,
+        then progress lines (the first, every level's last, and at most one per
+        ``stream_interval_s`` in between), each an NDJSON line."""
+        deadline = time.monotonic() + job.budget_s
+        streaming = job.stream and send is not None
+        last_sent = [time.monotonic()]
+
+        def on_start(plan: Plan) -> None:
+            if streaming:
+                send(start_message(plan, job.budget_s))
+
+        def on_progress(progress: Progress) -> None:
+            level_end = progress.iteration % job.settings.iterations == 0
+            due = time.monotonic() - last_sent[0] >= self.limits.stream_interval_s
+            if streaming and (progress.iteration == 1 or level_end or due):
+                preview = preview_image(to_image(progress.image), self.limits.preview_side) if job.preview else None
+                send(progress_message(progress, preview))
+                last_sent[0] = time.monotonic()
+
+        vgg = self.networks[job.settings.loss_network]
+        with torch.inference_mode(False), torch.enable_grad():  # optimizing pixels needs autograd
+            result = stylize(job.content, job.styles, job.settings, vgg, self.device,
+                             on_progress=on_progress, deadline=deadline, on_start=on_start)
+        log.info("gatys: %s iterations in %.1fs on %s, stopped: %s", result.iterations_done, result.elapsed,
+                 job.settings.loss_network, result.stop_reason)
+        return result
+
+    def reply(self, job: GatysJob, result: TransferResult) -> Reply:
+        """The encoded image (or, streamed, the final NDJSON line carrying it) and the headers
+        that say how far the run got."""
+        data = encode(result.image, job.fmt)
+        summary = result_summary(result)
+        headers = {f"X-Gatys-{name.replace('_', '-').title()}": str(summary[name])
+                   for name in ("iterations_done", "stop_reason", "seed", "elapsed_s")}
+        if job.stream:
+            return Reply(200, NDJSON, result_message(result, data, job.fmt, MEDIA_TYPES[job.fmt]), headers)
+        return Reply(200, MEDIA_TYPES[job.fmt], data, headers)
+
+
+def error_reply(error: InputError | LossNetworkUnavailable | ServerFault) -> Reply:
+    """A refused request: its status and a JSON body naming the problem (an overload error's
+    ``retry_after`` becomes ``Retry-After``)."""
+    retry_after = getattr(error, "retry_after", None)
+    headers = {"Retry-After": str(int(retry_after))} if retry_after is not None else {}
+    return Reply(error.status, "application/json", json.dumps(error.as_json()), headers)
+
+
+def fault_reply(error: BaseException) -> Reply:
+    """A fault nobody foresaw: 500 with JSON, so the client learns something and the worker lives."""
+    return error_reply(ServerFault.wrapping(error))
