@@ -158,7 +158,7 @@ def serving_lines(serving: dict) -> list[str]:
         return [f"Serving benchmark failed: {serving}"]
     lines = [f"One worker for `{serving['style']}`; {serving['statistic']}. Bare model: ONNX Runtime fp32 with "
              f"{serving['bare_threads']} threads on the decoded pixels. `auto`: the measured engine choice; "
-             "`auto, half the cores`: the same with half the cores per engine; "
+             "`auto-half-cores`: the same with half the cores per engine; "
              "`before`: ONNX Runtime fp32 on half the cores (the settings served until the runtime choice).", "",
              "| configuration | size | runtime | bare model median s | concurrency | median s | p90 s | images/s | "
              "served ÷ bare (c=1) |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]

@@ -37,7 +37,7 @@ PNG_SIGNATURE = b"\x89PNG"
 HALF = str(max(1, (os.cpu_count() or 1) // 2))
 CONFIGURATIONS = {
     "auto": {},
-    "auto, half the cores": {"STYLE_THREADS": HALF},
+    "auto-half-cores": {"STYLE_THREADS": HALF},
     "before": {"STYLE_BACKEND": "onnxruntime", "STYLE_PRECISION": "fp32", "STYLE_THREADS": HALF},
 }
 #: Styles served side by side for the mixed level (four clients, each its own style's worker).

@@ -98,11 +98,11 @@ def run_demo(demo: Demo = DEMO) -> dict:
             "style_loss_first_10": float(np.mean(totals[:10])), "style_loss_last_10": float(np.mean(totals[-10:])),
             "photos": {},
         }
-        (out / "style.png").write_bytes(codec.encode(codec.fit_max_side(painting, demo.sample_side), "png"))
         for name, path in photos.items():
             photo = read_image(path, max_side=demo.sample_side)
             styled = stylize_photo(result.weights, photo)
-            (out / f"{name}-photo.png").write_bytes(codec.encode(photo, "png"))
+            if not path.is_relative_to(SHARED_IMAGES):  # shared files are never copied into the repo
+                (out / f"{name}-photo.png").write_bytes(codec.encode(photo, "png"))
             (out / f"{name}-{demo.style}.png").write_bytes(codec.encode(styled, "png"))
             report["photos"][name] = {"before": measure(photo, photo, painting),
                                       "after": measure(styled, photo, painting)}
