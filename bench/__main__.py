@@ -24,7 +24,7 @@ import torch
 
 from bench import isolated, report
 from bench.model_speed import KINDS, ORT_VARIANTS, network_flops, onnx_path, unavailable
-from core import engines
+from core import cpu, engines
 from core.paths import BENCH_RESULTS
 
 SIZES = [(256, 256), (512, 512), (680, 1024), (2048, 2048)]
@@ -41,7 +41,7 @@ def machine() -> dict:
     return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
             "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
             "openvino": __import__("openvino").__version__ if ov else None,
-            "cpu_flags": {flag: flag in engines.cpu_flags() for flag in
+            "cpu_flags": {flag: flag in cpu.cpu_flags() for flag in
                           ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")},
             "openvino_cpu_capabilities": ov.get_property("CPU", "OPTIMIZATION_CAPABILITIES") if ov else None,
             "date": time.strftime("%Y-%m-%d %H:%M")}

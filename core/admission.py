@@ -12,8 +12,11 @@ Cost model (``Settings``, each overridable by a ``STYLE_ADMISSION_*`` variable):
 
 - a fast-style request of ``p`` pixels is ``p * core_seconds_per_megapixel / 1e6``
   core-seconds of work and ``p * bytes_per_pixel`` bytes of memory;
-- a Gatys request holds its threads' cores for its whole run (it stops at its own time
-  budget) and ``p * gatys_bytes_per_pixel`` bytes.
+- a Gatys request holds cores for its whole run (it stops at its own time budget) and
+  ``p * gatys_bytes_per_pixel`` bytes. It runs with every core when the server is idle, but
+  its threads time-share the cores with the fast styles' (the scheduler gives runnable
+  threads equal shares), so it is charged at most half the machine: the other half stays
+  for the fast styles' requests beside it.
 
 A request may start only if, with it, every fast request in flight still finishes inside
 its own budget (``responseTimeout - wait_s - margin_s``). Request ``r``'s finishing time is
@@ -310,9 +313,10 @@ class Admission:
         return self._slot(self._fast_reservation(pixels))
 
     def gatys(self, pixels: int):
-        """Slot for a Gatys optimization producing ``pixels``: it holds its threads' cores."""
+        """Slot for a Gatys optimization producing ``pixels``: it holds its threads' cores, at
+        most half the machine (see the module's cost model)."""
         reservation = Reservation(
-            model=self.model, pixels=pixels, work=0.0, cores=self.threads,
+            model=self.model, pixels=pixels, work=0.0, cores=min(self.threads, self.settings.cpus / 2),
             bytes=pixels * self.settings.gatys_bytes_per_pixel, threads=self.threads, budget_s=self.budget_s,
             heavy=True, pid_started=self._pid_started,
         )

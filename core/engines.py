@@ -107,41 +107,6 @@ class Engine(Protocol):
 
 
 @cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags as the kernel reports them (empty where it does not)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith(("flags", "Features")):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-@cache
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
-
-
-#: Flags that decide which kernels the backends can use; the choice cache is keyed by them.
-RELEVANT_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-
-
-def relevant_flags() -> list[str]:
-    return [flag for flag in RELEVANT_FLAGS if flag in cpu_flags()]
-
-
-@cache
 def openvino_core():
     """OpenVINO's runtime core, or None where the package is not installed."""
     try:

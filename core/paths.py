@@ -19,3 +19,9 @@ MODEL_STORE = ROOT / "model_store"  # the .mar archives TorchServe serves
 # Real weights, photos and paintings that are not part of the repository (their licences differ).
 SHARED_DIR = Path(os.environ.get("STYLE_SHARED_DIR") or ROOT.parent / "shared")
 BENCH_RESULTS = ROOT / "bench" / "results"  # what `python -m bench` measured (README quotes it)
+
+
+def weights_cache() -> Path:
+    """Where fetched weights live (style networks, the VGG loss network): ``$STYLE_WEIGHTS_CACHE``,
+    else ``~/.cache/style-transfer/weights``. A function, so a test's environment applies."""
+    return Path(os.environ.get("STYLE_WEIGHTS_CACHE") or Path.home() / ".cache" / "style-transfer" / "weights")

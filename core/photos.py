@@ -28,6 +28,15 @@ def content_photos() -> list[Path]:
     return sorted((SHARED_IMAGES / "content").glob("*.jpg")) or [default_parity_photo()]
 
 
+def paintings() -> list[Path]:
+    """Style images: the shared paintings, else a colourful graphic matplotlib ships (a stand-in
+    with strong colour and texture, so a style check still has something to transfer)."""
+    import matplotlib.cbook
+
+    found = sorted((SHARED_IMAGES / "styles").glob("*.jpg"))
+    return found or [Path(matplotlib.cbook.get_sample_data("Minduka_Present_Blue_Pack.png", asfileobj=False))]
+
+
 def photo(height: int, width: int, index: int = 0) -> Image.Image:
     """A real photo cropped to the aspect ratio and resized, so a network sees natural image
     statistics at every size asked for."""

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import engines
+from core import cpu, engines
 from core.checksums import sha256_of
 from core.engines import PRECISIONS, REFERENCE, Candidate, Engine
 from core.files import atomic_write
@@ -227,8 +227,8 @@ def cache_key(model: Path, found: list[Candidate], settings: RuntimeSettings) ->
         "version": CACHE_VERSION,
         "model": sha256_of(model),
         "variants": [sha256_of(c.model_file(model)) for c in found if c.model_file(model) != model],
-        "cpu": engines.cpu_model(),
-        "flags": engines.relevant_flags(),
+        "cpu": cpu.cpu_model(),
+        "flags": cpu.relevant_flags(),
         "cores": os.cpu_count(),
         "onnxruntime": onnxruntime.__version__,
         "openvino": _openvino_version(),

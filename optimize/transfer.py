@@ -22,11 +22,13 @@ from PIL import Image
 
 from core import color
 from core.codec import fit_max_side
-from lossnet import ARCHITECTURES, VGG, LossNetwork
+from lossnet import ARCHITECTURES, FP32, VGG, LossNetwork, Precision
 from optimize.losses import Objective
 
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise", "image")
+#: Loss evaluations one L-BFGS iteration may spend on its line search (reduced precision only).
+LINE_SEARCH_EVALUATIONS = 5
 #: Coarse levels stop halving at this long side.
 MIN_LEVEL_SIDE = 32
 #: Gatys et al.'s layers, per loss network: content relu4_2, style relu1_1..relu5_1 (the
@@ -220,10 +222,12 @@ def stylize(
     on_progress: Callable[[Progress], None] | None = None,
     deadline: float | None = None,
     on_start: Callable[[Plan], None] | None = None,
+    precision: Precision = FP32,
 ) -> TransferResult:
     """Runs the optimization and returns the best image found.
 
-    ``vgg`` is the loss network ``settings.loss_network`` names (``lossnet.load_vgg``).
+    ``vgg`` is the loss network ``settings.loss_network`` names (``lossnet.load_vgg``);
+    ``precision`` what its convolutions run in (``optimize.precision.choose``).
     ``on_start`` hears the plan (levels, iterations, seed) once, before the first iteration.
     ``deadline`` is a ``time.monotonic()`` instant: when the next iteration would pass it, the
     run stops and returns the best image so far, upsampled to the output size if it stopped
@@ -241,7 +245,7 @@ def stylize(
     generator = torch.Generator().manual_seed(seed)
 
     sizes = level_sizes(content.size, settings.scales, settings.smallest_side())
-    net = LossNetwork(vgg, settings.content_layers + settings.style_layers).to(device)
+    net = LossNetwork(vgg, settings.content_layers + settings.style_layers, precision).to(device)
     blend = list(settings.style_weights or (1.0,) * len(styles))
     planned = settings.iterations * len(sizes)
     if on_start is not None:
@@ -276,7 +280,7 @@ def stylize(
                                      time.monotonic() - start, current))
 
         image, steps, reason, estimate = _optimize(image, objective, settings, level_deadline, estimate,
-                                                   report)
+                                                   report, precision)
         done += steps
         # A level that used up its share of the time hands over to the next (which stops at
         # once if nothing is left); only divergence ends the run here.
@@ -346,6 +350,7 @@ def _optimize(
     deadline: float | None,
     estimate: float | None,
     report: Callable[[int, dict[str, float], torch.Tensor], None],
+    precision: Precision = FP32,
 ) -> tuple[torch.Tensor, int, str, float | None]:
     """One level's loop. Returns the best image seen, iterations run, why it stopped, and the
     measured seconds per iteration (to budget the next level).
@@ -353,11 +358,18 @@ def _optimize(
     L-BFGS runs with ``max_iter=1`` per ``step()``: its history persists between calls, so
     this is the same algorithm as one long ``step()``, but with a place to report progress and
     check the clock after every iteration. Pixels are clamped to [0, 1] after each step.
+
+    Under reduced precision L-BFGS gets a strong-Wolfe line search (where we depart from
+    Gatys et al.'s plain L-BFGS): rounding in bf16 gradients corrupts the curvature pairs
+    (gradient differences) L-BFGS builds its steps from, and a unit step along such a
+    direction can overshoot far; the line search accepts only steps that decrease the loss
+    enough, at a few extra evaluations per iteration.
     """
     image = start.detach().clone().requires_grad_(True)
     if settings.optimizer == "lbfgs":
+        search = {"line_search_fn": "strong_wolfe", "max_eval": LINE_SEARCH_EVALUATIONS} if precision.dtype else {}
         optimizer = torch.optim.LBFGS(
-            [image], lr=settings.learning_rate or 1.0, max_iter=1, history_size=settings.history_size
+            [image], lr=settings.learning_rate or 1.0, max_iter=1, history_size=settings.history_size, **search
         )
     else:
         optimizer = torch.optim.Adam([image], lr=settings.learning_rate or 0.02)

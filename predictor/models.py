@@ -259,8 +259,7 @@ class GatysModel(StyleModel):
     def metadata_extension(self) -> dict:
         extension = super().metadata_extension()
         extension.pop("alternatives")
-        extension["loss_networks"] = {"available": sorted(self.service.networks),
-                                      "missing": sorted(self.service.missing)}
+        extension.update(self.service.describe())
         return extension
 
     def infer(self, request: InferRequest) -> InferResponse:

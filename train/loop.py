@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from core import codec
 from export.networks import SizePreserving, TransformerNet
-from lossnet import LossNetwork, load_vgg, random_vgg
+from lossnet import FP32, VGG, LossNetwork, load_vgg, random_vgg
+from lossnet import Precision as LossPrecision
 from train import checkpoint, distributed
 from train.dataset import ContentImages, load_style_image, read_image, to_tensor
 from train.distributed import Precision, Runtime
@@ -60,7 +61,7 @@ class TrainSettings:
     tv_weight: float = 0.0
     learning_rate: float = 1e-3
     seed: int = 42
-    amp: bool = True  # mixed precision, GPU only
+    precision: str = "auto"  # auto | fp32 | bf16 (optimize.precision's choice on CPU; bf16/fp16 on GPU)
     device: str | None = None  # default: cuda:LOCAL_RANK if available, else cpu
     workers: int = 4
     resume: bool = False  # continue from save_dir/checkpoint.pt if it exists
@@ -102,16 +103,22 @@ class Result:
     history: list[dict[str, float]] = field(default_factory=list)  # this rank's losses, one per step run
 
 
-def build_loss(settings: TrainSettings, device: torch.device) -> PerceptualLoss:
-    """Frozen VGG taps plus the style image's Gram targets, computed once."""
+def load_loss_network(settings: TrainSettings) -> VGG:
+    """The frozen VGG the losses are measured with (random weights only for the test-only flag)."""
     if settings.random_loss_network_for_tests:
         log.warning("RANDOM-WEIGHT %s loss network (--random-loss-network-for-tests): not style transfer",
                     settings.loss_network)
-        vgg = random_vgg(settings.loss_network, seed=0)
-    else:
-        vgg = load_vgg(settings.loss_network, settings.loss_weights)
-        log.info("loss network %s from %s", settings.loss_network, vgg.source)
-    taps = LossNetwork(vgg, settings.content_layers + settings.style_layers)
+        return random_vgg(settings.loss_network, seed=0)
+    vgg = load_vgg(settings.loss_network, settings.loss_weights)
+    log.info("loss network %s from %s", vgg.label, vgg.source)
+    return vgg
+
+
+def build_loss(settings: TrainSettings, device: torch.device, vgg: VGG | None = None,
+               precision: LossPrecision = FP32) -> PerceptualLoss:
+    """Frozen VGG taps plus the style image's Gram targets, computed once."""
+    vgg = vgg or load_loss_network(settings)
+    taps = LossNetwork(vgg, settings.content_layers + settings.style_layers, precision)
     style = load_style_image(settings.style_image, settings.style_size)
     loss = PerceptualLoss(taps, style, settings.content_layers, settings.style_layers,
                           settings.content_weight, settings.style_weight, settings.tv_weight)
@@ -175,9 +182,10 @@ def _train(settings: TrainSettings, runtime: Runtime) -> Result:
     total_steps = settings.max_steps or settings.epochs * steps_per_epoch
 
     net = TransformerNet().to(runtime.device)
-    loss_fn = build_loss(settings, runtime.device)
+    vgg = load_loss_network(settings)
+    precision = Precision.choose(runtime.device, settings.precision, vgg)
+    loss_fn = build_loss(settings, runtime.device, vgg, precision.lossnet_precision)
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.learning_rate)
-    precision = Precision.choose(runtime.device, settings.amp)
     step = _resume(settings, runtime, net, optimizer, precision) if settings.resume else 0
     model = DistributedDataParallel(net, device_ids=[runtime.device.index] if runtime.device.type == "cuda"
                                     else None) if runtime.distributed else net
