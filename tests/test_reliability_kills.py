@@ -39,8 +39,8 @@ ADMISSION_ENV = {
 #: A replacement worker is up within TorchServe's first back-off (1 s) plus a worker start
 #: (Python imports and the model load: seconds when the machine is quiet, about 30 s when
 #: other workers load beside it on 2 cores); a request then takes well under a second at
-#: these sizes. The bound asserted for a request that meets a kill (README, "Operating",
-#: gives the one for real sizes).
+#: these sizes. The bound asserted for a request that meets a kill (docs/operating.md,
+#: "Reliability", gives the one for real sizes).
 RESTART_BOUND_S = 90.0
 ROUNDS = 3
 

