@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from dataclasses import dataclass
@@ -25,6 +26,11 @@ from core.style_options import PARAMS
 from stylize.models import ModelError
 
 DEFAULT_SERVER_URL = "http://127.0.0.1:8080"
+#: TorchServe's default management port, assumed on the inference URL's host unless
+#: ``$STYLE_MANAGEMENT_URL`` says otherwise.
+DEFAULT_MANAGEMENT_PORT = 8081
+#: The environment variables holding TorchServe's inference and management keys (token auth).
+INFERENCE_TOKEN, MANAGEMENT_TOKEN = "STYLE_SERVER_TOKEN", "STYLE_MANAGEMENT_TOKEN"
 #: How long to wait for ``/ping``: a missing server must not stall the page.
 PING_TIMEOUT_S = 2.0
 #: A fast style answers in seconds; this only bounds a server that hangs.
@@ -68,11 +74,26 @@ class Outcome:
     png: bytes
     backend: str  # "server" or "local"
     note: str
+    #: A line under the images (the Gatys path: which loss network and precision painted it).
+    caption: str = ""
+    #: The Gatys path's (iteration, total loss) points as they were streamed.
+    loss_curve: tuple[tuple[int, float], ...] = ()
 
 
 def server_url() -> str:
     """``$STYLE_SERVER_URL`` (the TorchServe inference address), else the local default."""
     return normalize_url(os.environ.get("STYLE_SERVER_URL") or DEFAULT_SERVER_URL)
+
+
+def management_url(inference_url: str) -> str:
+    """``$STYLE_MANAGEMENT_URL`` (the TorchServe management address), else the inference
+    URL's host on TorchServe's default management port."""
+    explicit = os.environ.get("STYLE_MANAGEMENT_URL")
+    if explicit:
+        return normalize_url(explicit)
+    parts = urllib.parse.urlsplit(normalize_url(inference_url))
+    host = parts.hostname or "127.0.0.1"
+    return f"{parts.scheme}://{f'[{host}]' if ':' in host else host}:{DEFAULT_MANAGEMENT_PORT}"
 
 
 def normalize_url(url: str) -> str:
@@ -83,12 +104,13 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def _headers(content_type: str | None = None) -> dict[str, str]:
-    """``$STYLE_SERVER_TOKEN``, if set, is TorchServe's inference key (token authorization)."""
+def _headers(content_type: str | None = None, token_variable: str = INFERENCE_TOKEN) -> dict[str, str]:
+    """``$STYLE_SERVER_TOKEN`` (``$STYLE_MANAGEMENT_TOKEN`` for the management API), if set,
+    is TorchServe's key for that API when token authorization is on."""
     headers = {"Accept": "image/png, application/json"}
     if content_type:
         headers["Content-Type"] = content_type
-    token = os.environ.get("STYLE_SERVER_TOKEN")
+    token = os.environ.get(token_variable)
     if token:
         headers["Authorization"] = f"Bearer {token}"
     return headers
@@ -111,6 +133,14 @@ def ping(url: str, timeout: float = PING_TIMEOUT_S) -> str | None:
         return f"is not reachable ({why(error)})"
     except ValueError:
         return "answered /ping with something that is not TorchServe's JSON"
+
+
+def get_management(url: str, timeout: float = PING_TIMEOUT_S) -> Any:
+    """A GET on TorchServe's management API, its JSON decoded; raises ``OSError`` (unreachable,
+    HTTP errors) or ``ValueError`` (not JSON)."""
+    request = urllib.request.Request(url, headers=_headers(token_variable=MANAGEMENT_TOKEN))
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())
 
 
 def multipart(fields: dict[str, str], files: Files) -> tuple[bytes, str]:

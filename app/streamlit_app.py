@@ -22,7 +22,7 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:
 import streamlit as st  # noqa: E402
 from streamlit.runtime.uploaded_file_manager import UploadedFile  # noqa: E402
 
-from app import client, gatys, licence_clean, styles  # noqa: E402
+from app import client, gatys, gatys_view, licence_clean, styles  # noqa: E402
 
 FAST, OWN_FAST, GATYS = "Fast style", "Your own style image (fast)", "Gatys (slow, iterative)"
 #: The fast path's two collections: Engstrom's six (research-only weights) and the 26 (Apache-2.0).
@@ -32,6 +32,10 @@ PICKER_COLUMNS = 6
 
 #: Runs the chosen path on the uploaded photo's bytes; what the Stylize button calls.
 Job = Callable[[bytes], client.Outcome]
+#: What a method's inputs give the Stylize button: a label (for the file name) and the job,
+#: or, until it can run, what to say under the button ("" when the page already said why).
+Choice = tuple[str, Job] | str
+STYLE_MISSING = "Upload a photo and a style image to start."
 
 
 @st.cache_data(ttl=10, show_spinner=False)
@@ -100,14 +104,14 @@ def multistyle_picker() -> str:
     return f"{first}:{1 - share:.2f},{second}:{share:.2f}"
 
 
-def own_style_inputs(url: str) -> tuple[str, Job] | None:
-    """Any painting as the style in one pass (the ``arbitrary`` model); None until uploaded."""
+def own_style_inputs(url: str) -> Choice:
+    """Any painting as the style in one pass (the ``arbitrary`` model); a hint until uploaded."""
     style_file: UploadedFile | None = st.file_uploader("Style image (a painting)", type=IMAGE_TYPES,
                                                        key="fast_style_image")
     max_side = st.slider("Longer side (px)", 64, 1024, 512, step=32, key="own_size")
     options = client.FastOptions(*finishing(), max_side)
     if style_file is None:
-        return None
+        return STYLE_MISSING
 
     def job(photo: bytes) -> client.Outcome:
         with st.spinner("Painting in the style of your image…"):
@@ -116,7 +120,7 @@ def own_style_inputs(url: str) -> tuple[str, Job] | None:
     return "own-style", job
 
 
-def fast_inputs(url: str) -> tuple[str, Job]:
+def fast_inputs(url: str) -> Choice:
     """The style picker and size; the job calls the server, else local ONNX Runtime."""
     if st.radio("Styles", [ENGSTROM, TWENTY_SIX], horizontal=True, key="collection") == TWENTY_SIX:
         spec = multistyle_picker()
@@ -140,33 +144,27 @@ def fast_inputs(url: str) -> tuple[str, Job]:
     return style, job
 
 
-def gatys_inputs(url: str) -> tuple[str, Job] | None:
-    """The style image and the optimization's size; None until a style image is uploaded."""
+def gatys_inputs(url: str) -> Choice:
+    """The server's loss network (or why there is none), the style image and the
+    optimization's size; a hint until a style image is uploaded and the server can paint."""
+    found = gatys_view.description(url)
+    can_paint = gatys_view.server_note(found)
     style_file: UploadedFile | None = st.file_uploader("Style image (a painting)", type=IMAGE_TYPES,
                                                        key="style_image")
     iterations = st.slider("Iterations", 1, 300, 20, key="iterations",
                            help="Each one is an L-BFGS step over the whole image: seconds on a CPU.")
     max_side = st.slider("Size (longer side, px)", 32, 1024, 256, step=32, key="gatys_size")
-    options = gatys.Options(iterations, max_side, *finishing())
+    options = gatys.Options(iterations, max_side, *finishing(), loss_network=found.override if found else None)
+    if not can_paint:
+        return ""
     if style_file is None:
-        return None
-    return "gatys", lambda photo: gatys.stylize(photo, style_file.getvalue(), options, url, progress_reporter())
+        return STYLE_MISSING
 
+    def job(photo: bytes) -> client.Outcome:
+        with gatys_view.LiveView() as live:
+            return gatys.stylize(photo, style_file.getvalue(), options, url, live.progress, on_start=live.start)
 
-def progress_reporter() -> Callable[[gatys.Progress], None]:
-    """A callback that moves a progress bar and shows the server's low-res previews."""
-    bar = st.progress(0.0, text="Waiting for the server…")
-    preview = st.empty()
-
-    def report(progress: gatys.Progress) -> None:
-        loss = "" if progress.loss is None else f", loss {progress.loss:.4g}"
-        bar.progress(progress.fraction, text=(
-            f"Iteration {progress.iteration}/{progress.iterations} (level {progress.level}/{progress.levels}), "
-            f"{progress.elapsed_s:.1f} s{loss}"))
-        if progress.preview is not None:
-            preview.image(progress.preview, caption="Preview", width=256)
-
-    return report
+    return "gatys", job
 
 
 def show(outcome: client.Outcome, file_name: str) -> None:
@@ -176,6 +174,9 @@ def show(outcome: client.Outcome, file_name: str) -> None:
         before, after = st.columns(2)
         before.image(outcome.before, caption="Before", width="stretch")
         after.image(outcome.after, caption="After", width="stretch")
+        if outcome.caption:
+            st.caption(outcome.caption)
+        gatys_view.loss_chart(outcome.loss_curve)
         st.download_button("Download PNG", data=outcome.png, file_name=file_name, mime="image/png",
                            on_click="ignore", key="download")
 
@@ -188,7 +189,7 @@ def main() -> None:
     method = st.radio("Method", [FAST, OWN_FAST, GATYS], horizontal=True, key="method")
     chosen = {FAST: fast_inputs, OWN_FAST: own_style_inputs, GATYS: gatys_inputs}[method](url)
 
-    ready = photo is not None and chosen is not None
+    ready = photo is not None and not isinstance(chosen, str)
     if st.button("Stylize", type="primary", disabled=not ready, key="stylize") and ready:
         label, job = chosen
         st.session_state.pop("outcome", None)
@@ -198,7 +199,9 @@ def main() -> None:
         except client.ClientError as error:
             st.error(str(error))
     elif not ready:
-        st.caption("Upload a photo" + (" and a style image" if method != FAST else "") + " to start.")
+        hint = chosen if isinstance(chosen, str) else "Upload a photo to start."
+        if hint:
+            st.caption(hint)
 
     kept = st.session_state.get("outcome")
     if kept and photo is not None and kept[0] == photo.file_id:  # a new photo hides the old result

@@ -5,6 +5,9 @@
 #                     locally with ONNX Runtime from build/onnx (scripts/build.sh); the
 #                     Gatys path needs the server.
 #   STYLE_SERVER_TOKEN  TorchServe inference key, when token authorization is on.
+#   STYLE_MANAGEMENT_URL  TorchServe management address (default: the inference host, port
+#                     8081): the Gatys method reads which loss network the server will use.
+#   STYLE_MANAGEMENT_TOKEN  TorchServe management key, when token authorization is on.
 # Extra arguments go to `streamlit run`, e.g. --server.port 8502.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -12,6 +12,7 @@ import base64
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -330,9 +331,13 @@ def test_page_thumbnails_degrade_to_names(monkeypatch, tmp_path, closed_url):
 
 
 def test_page_gatys_path(monkeypatch, server, photo, painting):
+    """The real server describes its loss networks on the management API and names the one
+    that painted, and its precision, on the stream."""
+    monkeypatch.setenv("STYLE_MANAGEMENT_URL", server.management_url)
     at = _page(monkeypatch, server.inference_url)
     at.radio(key="method").set_value("Gatys (slow, iterative)").run()
     assert at.button(key="stylize").disabled  # a style image is needed too
+    assert re.match(r"The server will paint with the loss network VGG1[69]\b.* in (fp32|bf16)\.$", at.info[0].value)
     at.file_uploader(key="style_image").upload("wave.jpg", painting, "image/jpeg")
     at.slider(key="iterations").set_value(2)
     at.slider(key="gatys_size").set_value(32)
@@ -340,3 +345,236 @@ def test_page_gatys_path(monkeypatch, server, photo, painting):
     assert not at.exception and not at.error
     assert "Gatys by TorchServe" in at.main.success[0].value
     assert [image.captions for image in at.image][-2:] == [["Before"], ["After"]]
+    captions = [caption.value for caption in at.caption]
+    assert any(re.match(r"Painted by VGG1[69]\b.*, (fp32|bf16), 2 iterations in", text) for text in captions), captions
+    assert not at.get("progress") and len(at.get("vega_lite_chart")) == 1
+
+
+# --- the page's Gatys method against a stand-in server: what painted, live view, errors ----------
+
+PAINTER = {"loss_network": "vgg16 (keras-imagenet)", "precision": "bf16"}
+DESCRIBED = {"loss_networks": {"vgg19": {"available": False, "reason": "VGG19 weights not found at /nowhere"},
+                               "vgg16": {"available": True, "label": "vgg16 (keras-imagenet)"}},
+             "default_loss_network": "vgg16", "precision": "bf16"}
+NONE_AVAILABLE = {"loss_networks": {
+    "vgg19": {"available": False, "reason": "VGG19 weights not found at /a"},
+    "vgg16": {"available": False, "reason": "VGG16 weights not found at /b ($TORCH_HOME, $HOME)"},
+}, "default_loss_network": "vgg19", "precision": None}
+
+
+def _b64(image: Image.Image, fmt: str) -> str:
+    return base64.b64encode(codec.encode(image, fmt)).decode()
+
+
+def _gatys_stream(painter: dict, result: bool = True) -> bytes:
+    """Four iterations over two levels, a JPEG preview on the first three, then the result;
+    ``painter`` (the loss network and precision) on the start and result lines."""
+    preview = _b64(Image.new("RGB", (16, 12), (200, 80, 40)), "jpeg")
+    lines = [_line(type="start", size=[32, 24], iterations=4, levels=2, budget_s=300.0, seed=0, **painter)]
+    for iteration, (level, total) in enumerate([(1, 900.0), (1, 300.0), (2, 100.0), (2, 50.0)], start=1):
+        extra = {"preview": preview, "preview_format": "jpeg"} if iteration < 4 else {}
+        lines.append(_line(type="progress", iteration=iteration, iterations=4, level=level, levels=2,
+                           elapsed_s=5.0 * iteration, losses={"content": total / 3, "total": total}, **extra))
+    if result:
+        lines.append(_line(type="result", iterations_done=4, stop_reason="iterations", seed=0, elapsed_s=20.0,
+                           losses={"total": 50.0}, format="png", media_type="image/png",
+                           image=_b64(Image.new("RGB", (32, 24), (20, 60, 140)), "png"), **painter))
+    return b"".join(lines)
+
+
+class _FakeGatys(BaseHTTPRequestHandler):
+    """TorchServe's inference and management APIs on one port, as far as the page's Gatys method
+    uses them: ``/ping``, ``GET /models/gatys?customized=true`` (``server.description``; None
+    answers 404, as an older server's worker without it would not) and ``POST /predictions/gatys``
+    (``server.answer``: status and body). Request bodies are kept in ``server.requests``."""
+
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        if self.path == "/ping":
+            self._send(200, "application/json", json.dumps({"status": "Healthy"}).encode())
+        elif self.path == "/models/gatys?customized=true" and self.server.description is not None:
+            listing = [{"modelName": "gatys", "customizedMetadata": json.dumps(self.server.description)}]
+            self._send(200, "application/json", json.dumps(listing).encode())
+        else:
+            self._send(404, "application/json", json.dumps({"code": 404, "message": "not here"}).encode())
+
+    def do_POST(self):  # noqa: N802
+        self.server.requests.append(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        status, body = self.server.answer
+        self._send(status, "application/x-ndjson" if status == 200 else "application/json", body)
+
+    def _send(self, status: int, media_type: str, data: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", media_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_gatys(monkeypatch) -> Iterator:
+    """Starts a ``_FakeGatys`` on a free loopback port and points the page's inference and
+    management URLs at it; returns the server (``description``, ``answer``, ``requests``)."""
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(description: dict | None, answer: tuple[int, bytes]) -> ThreadingHTTPServer:
+        httpd = ThreadingHTTPServer(("127.0.0.1", 0), _FakeGatys)
+        httpd.description, httpd.answer, httpd.requests = description, answer, []
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        servers.append(httpd)
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        monkeypatch.setenv("STYLE_SERVER_URL", url)
+        monkeypatch.setenv("STYLE_MANAGEMENT_URL", url)
+        return httpd
+
+    yield start
+    for httpd in servers:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _gatys_page(photo: bytes, painting: bytes) -> AppTest:
+    """The page on the Gatys method with a photo and a style image uploaded, not yet clicked."""
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    at.radio(key="method").set_value("Gatys (slow, iterative)").run()
+    at.file_uploader(key="photo").upload("photo.jpg", photo, "image/jpeg")
+    at.file_uploader(key="style_image").upload("wave.jpg", painting, "image/jpeg")
+    at.slider(key="iterations").set_value(4)
+    at.slider(key="gatys_size").set_value(32)
+    return at.run()
+
+
+def _texts(at: AppTest) -> list[str]:
+    """Every text on the page: markdown, captions, alerts, progress bars."""
+    return ([element.value for element in [*at.markdown, *at.caption, *at.info, *at.warning, *at.error,
+                                            *at.success]]
+            + [bar.text for bar in at.get("progress")])
+
+
+def test_read_stream_reports_the_start_line_with_what_paints():
+    seen: list[gatys.Start] = []
+    gatys.read_stream(_gatys_stream(PAINTER).splitlines(keepends=True), on_start=seen.append)
+    assert seen == [gatys.Start(4, 2, 300.0, gatys.Painter("vgg16 (keras-imagenet)", "bf16"))]
+    assert str(seen[0].painter) == "VGG16 (keras-imagenet), bf16"
+    gatys.read_stream(_gatys_stream({}).splitlines(keepends=True), on_start=seen.append)
+    assert seen[-1].painter == gatys.Painter() and str(seen[-1].painter) == ""  # an older server
+
+
+def test_eta_is_the_pace_so_far_within_the_time_budget():
+    progress = gatys.Progress(iteration=5, iterations=20, level=1, levels=1, elapsed_s=10.0)
+    assert progress.eta_s() == 30.0
+    assert progress.eta_s(budget_s=25.0) == 15.0
+    assert gatys.Progress(iteration=0, iterations=20, level=1, levels=1, elapsed_s=0.0).eta_s() is None
+
+
+@pytest.mark.parametrize("as_string", [True, False])
+def test_description_names_the_network_a_request_will_use(as_string):
+    metadata = json.dumps(DESCRIBED) if as_string else DESCRIBED
+    found = gatys.parse_description([{"modelName": "gatys", "customizedMetadata": metadata}])
+    assert found.chosen.name == "vgg16" and str(found.chosen) == "VGG16 (keras-imagenet)"
+    assert found.precision == "bf16"
+    assert gatys.parse_description([{"customizedMetadata": NONE_AVAILABLE}]).chosen is None
+    assert found.override is None  # the server's default: nothing to ask for
+    fallback = {**DESCRIBED, "default_loss_network": "vgg19"}  # the default cannot run: another can
+    assert gatys.parse_description([{"customizedMetadata": fallback}]).override == "vgg16"
+
+
+@pytest.mark.parametrize("listing", [None, [], {"models": []}, [{"modelName": "gatys"}],
+                                     [{"customizedMetadata": "null"}], [{"customizedMetadata": "{not json"}],
+                                     [{"customizedMetadata": {"runtime": "onnxruntime/fp32"}}],
+                                     [{"customizedMetadata": {"loss_networks": ["vgg16"]}}]])
+def test_a_description_without_loss_networks_is_no_description(listing):
+    """Older servers, other models' shapes, garbage: the page then shows no note."""
+    assert gatys.parse_description(listing) is None
+
+
+def test_management_url_comes_from_the_environment_else_the_default_port(monkeypatch):
+    monkeypatch.delenv("STYLE_MANAGEMENT_URL", raising=False)
+    assert client.management_url("http://example.invalid:9080/") == "http://example.invalid:8081"
+    monkeypatch.setenv("STYLE_MANAGEMENT_URL", "http://127.0.0.1:9081/")
+    assert client.management_url("http://example.invalid:9080") == "http://127.0.0.1:9081"
+
+
+def test_describe_of_an_unreachable_server_is_none(closed_url):
+    assert gatys.describe(closed_url) is None
+
+
+def _live_view_script() -> None:
+    """A ``LiveView`` fed the stream in ``st.session_state["lines"]``, which stops before its
+    result, and left open: the page while the request runs (AppTest sees a script's end only)."""
+    import contextlib
+
+    import streamlit as st
+
+    from app import client, gatys, gatys_view
+
+    view = gatys_view.LiveView()
+    with contextlib.suppress(client.ClientError):  # "ended without a result"
+        gatys.read_stream(st.session_state["lines"], view.progress, view.start)
+
+
+def test_live_view_shows_progress_eta_preview_loss_curve_and_painter():
+    at = AppTest.from_function(_live_view_script, default_timeout=60)
+    at.session_state["lines"] = _gatys_stream(PAINTER, result=False).splitlines(keepends=True)[:-1]  # to iteration 3
+    at.run()
+    assert not at.exception
+    [bar] = at.get("progress")
+    assert bar.text == "Iteration 3/4 (level 2/2), 15.0 s, loss 100, about 5 s left"
+    assert bar.value == 75
+    assert [image.captions for image in at.image] == [["Preview, iteration 3"]]
+    [chart] = at.get("vega_lite_chart")
+    assert '"type": "log"' in chart.proto.spec or '"type":"log"' in chart.proto.spec
+    assert [caption.value for caption in at.caption] == ["Painting with VGG16 (keras-imagenet), bf16"]
+
+
+def test_page_gatys_names_the_network_before_and_after_and_keeps_the_loss_curve(fake_gatys, photo, painting):
+    server = fake_gatys(DESCRIBED, (200, _gatys_stream(PAINTER)))
+    at = _gatys_page(photo, painting)
+    assert at.info[0].value == "The server will paint with the loss network VGG16 (keras-imagenet) in bf16."
+    assert not at.button(key="stylize").disabled
+    at = at.button(key="stylize").click().run()
+    assert not at.exception and not at.error
+    assert b'name="loss_network"' not in server.requests[-1]  # the server's default is the one named
+    assert "Gatys by TorchServe" in at.main.success[0].value
+    assert "Painted by VGG16 (keras-imagenet), bf16, 4 iterations in 20.0 s." in [c.value for c in at.caption]
+    assert [image.captions for image in at.image][-2:] == [["Before"], ["After"]]
+    assert len(at.get("vega_lite_chart")) == 1  # the loss curve stays with the result
+    assert not at.get("progress") and not [image for image in at.image if "Preview" in image.captions[0]]
+
+
+def test_page_gatys_older_server_still_works_and_names_less(fake_gatys, photo, painting):
+    fake_gatys(None, (200, _gatys_stream({})))
+    at = _gatys_page(photo, painting)
+    assert not at.info and not at.warning  # no description: no note either way
+    at = at.button(key="stylize").click().run()
+    assert not at.exception and not at.error
+    assert any(c.value.startswith("Painted by the server's default loss network") for c in at.caption)
+
+
+def test_page_gatys_without_a_loss_network_says_so_and_disables_the_button(fake_gatys, photo, painting):
+    fake_gatys(NONE_AVAILABLE, (501, b"{}"))
+    at = _gatys_page(photo, painting)
+    [warning] = at.warning
+    assert "has no loss network" in warning.value and "STYLE_VGG16_WEIGHTS" in warning.value
+    assert "VGG19 weights not found at /a" in warning.value
+    assert r"VGG16 weights not found at /b (\$TORCH_HOME, \$HOME)" in warning.value  # no formula between the $s
+    assert at.button(key="stylize").disabled
+    assert not [text for text in _texts(at) if text.startswith("Upload")]  # the warning says why, not a hint
+
+
+@pytest.mark.parametrize("answer, words", [
+    ((501, json.dumps({"code": 501, "type": "ModelUnavailable", "message": "put vgg weights in X"}).encode()),
+     r"HTTP 501\): put vgg weights in X"),
+    ((200, _gatys_stream(PAINTER, result=False)), "ended without a result"),  # cut short mid-run
+])
+def test_page_gatys_error_leaves_no_progress_behind(fake_gatys, photo, painting, answer, words):
+    fake_gatys(None, answer)
+    at = _gatys_page(photo, painting).button(key="stylize").click().run()
+    assert not at.exception
+    [error] = at.error
+    assert re.search(words, error.value)
+    assert not at.get("progress") and not at.get("vega_lite_chart")
+    assert not [image for image in at.image if "Preview" in image.captions[0]]
+    assert not [text for text in _texts(at) if "Waiting" in text or text.startswith("Painting with")]

@@ -5,7 +5,7 @@ talking to the session's real TorchServe (``server`` fixture). The browser uploa
 clicks Stylize, and checks a stylized image appears and downloads; the same page pointed at
 a refusing port must fall back to local ONNX Runtime and say so; the Gatys path must show
 its progress while the server optimizes. The server-path page is saved as
-``docs/streamlit.png``, the screenshot the README shows.
+``docs/streamlit.png``, the screenshot docs/app.md shows.
 
 Chromium is Debian's (``scripts/install.sh --dev`` installs it with apt): Playwright's own browser
 downloads are not available on these machines, so ``executable_path`` points at the system one.
@@ -39,7 +39,7 @@ SCREENSHOT = ROOT / "docs" / "streamlit.png"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SIDE = 160  # the fallback and Gatys runs: small, they check behaviour
-SCREENSHOT_SIDE = 400  # the README's picture: about the width it is shown at, so it looks sharp
+SCREENSHOT_SIDE = 400  # docs/app.md's picture: about the width it is shown at, so it looks sharp
 TIMEOUT_MS = 60_000
 QUIET_MS = 750  # no script state change for this long: the page is idle
 
@@ -97,7 +97,8 @@ def app_url(chromium, server, tmp_path_factory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
     command = [str(APP_SH), "--server.address", "127.0.0.1", "--server.port", str(port),
                "--server.headless", "true", "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal"]
-    env = {**os.environ, "STYLE_SERVER_URL": server.inference_url, "PYTHON": sys.executable}
+    env = {**os.environ, "STYLE_SERVER_URL": server.inference_url, "STYLE_MANAGEMENT_URL": server.management_url,
+           "PYTHON": sys.executable}
     with log.open("w") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -271,17 +272,22 @@ def test_refusing_server_falls_back_to_local_onnx(page, photo_file):
         _assert_painted(_downloaded(page), photo_file)
 
 
-#: Records every text the Gatys progress bar shows, and whether the result was on the page
-#: yet, so the test can tell live progress from a bar filled in after the fact.
+#: Records every text the Gatys progress bar shows, whether a preview image was on the page
+#: with it, and whether the result was on the page yet, so the test can tell live progress
+#: from a bar filled in after the fact. (The live loss chart is left to test_app.py: Streamlit
+#: loads its chart component lazily, so whether it is drawn before a short run ends is luck.)
 _WATCH_PROGRESS = """() => {
     window.progressSeen = [];
     new MutationObserver(() => {
         const bar = document.querySelector("[data-testid='stProgress']");
         const text = bar ? bar.innerText.trim() : "";
+        const preview = [...document.querySelectorAll("[data-testid='stImage']")]
+            .some(image => image.innerText.includes("Preview") && image.querySelector("img") !== null);
         const result = document.querySelector(".st-key-result") !== null;
+        const entry = {text, preview, result};
         const last = window.progressSeen.at(-1);
-        if (text && (!last || last.text !== text || last.result !== result)) {
-            window.progressSeen.push({text, result});
+        if (text && (!last || Object.keys(entry).some(key => last[key] !== entry[key]))) {
+            window.progressSeen.push(entry);
         }
     }).observe(document.body, {subtree: true, childList: true, characterData: true});
 }"""
@@ -304,6 +310,12 @@ def _set_slider(page: Page, name: str, value: int) -> None:
 
 
 def test_gatys_path_shows_live_progress(page, photo_file, painting_file):
+    """Live progress and previews while the server optimizes, none of it left once the result
+    is in, the loss curve with the result; the loss network and precision named before the
+    click and under the result.
+
+    The last two come from the server's description of its loss networks (management API,
+    ``GET /models/gatys?customized=true``) and the stream's ``start`` and ``result`` lines."""
     page.evaluate(_WATCH_PROGRESS)
     _upload(page, "Photo", photo_file)
     page.get_by_role("radiogroup").get_by_text("Gatys (slow, iterative)").click()
@@ -314,11 +326,14 @@ def test_gatys_path_shows_live_progress(page, photo_file, painting_file):
     result = page.locator(".st-key-result")
     expect(result).to_contain_text("Gatys by TorchServe at")
     expect(result).to_contain_text(": 3 iterations in")  # the server got the slider's value
-    expect(page.get_by_text(re.compile(r"Iteration 3/3 \(level 1/1\)"))).to_be_visible()
-    preview = page.get_by_test_id("stImage").filter(has_text="Preview")  # Streamlit's <img> has no alt text
-    expect(preview.locator("img")).to_be_visible()
+    expect(result.get_by_test_id("stVegaLiteChart")).to_have_count(1)  # the loss curve stays with the result
+    expect(page.get_by_test_id("stProgress")).to_have_count(0)  # nothing of the live view is left
+    expect(page.get_by_test_id("stImage").filter(has_text="Preview")).to_have_count(0)
     seen = page.evaluate("window.progressSeen")
-    live = [entry["text"] for entry in seen if not entry["result"]]
-    assert any(text.startswith("Iteration 1/3") for text in live), f"no progress before the result: {seen}"
+    live = [entry for entry in seen if not entry["result"]]
+    assert any(entry["text"].startswith("Iteration 1/3") for entry in live), f"no progress before the result: {seen}"
+    assert any(entry["preview"] for entry in live), f"no preview before the result: {seen}"
     painted = _downloaded(page)
     assert max(painted.size) == 64  # the size slider reached the server too
+    expect(page.get_by_text(re.compile(r"^The server will paint with the loss network VGG1[69]"))).to_be_visible()
+    expect(result).to_contain_text(re.compile(r"Painted by VGG1[69]\b.*, (fp32|bf16), 3 iterations in"))

@@ -106,3 +106,14 @@ def test_reduced_network_returns_float32_close_to_fp32(vgg16):
         assert relative < 0.05, (name, float(relative))
     sum(found.square().mean() for found in fast.values()).backward()  # gradients reach the pixels
     assert image.grad is not None and image.grad.is_contiguous()
+
+
+def test_training_takes_the_same_choice_on_the_cpu(vgg16, monkeypatch):
+    from optimize.precision import PrecisionChoice
+    from train.distributed import Precision as TrainingPrecision
+
+    monkeypatch.setattr(precision, "choose", lambda vgg, device: PrecisionChoice(Precision("bf16"), "measured"))
+    chosen = TrainingPrecision.choose(torch.device("cpu"), "auto", vgg16)
+    assert chosen.dtype == torch.bfloat16 and chosen.lossnet_precision.channels_last
+    assert not chosen.scaler.is_enabled()  # bf16 needs no loss scaling
+    assert TrainingPrecision.choose(torch.device("cpu"), "fp32", vgg16).dtype is None

