@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from core.errors import InputError
+from core.errors import InputError, NotAnImage
 
 __all__ = ["InputError", "Limits", "decode", "encode", "to_array", "from_array", "parse_format", "format_from_accept"]
 
@@ -23,6 +23,10 @@ DECODABLE = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 #: Formats we encode, by the names clients use, with their media types.
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 _FORMAT_ALIASES = {"jpg": "jpeg", "image/jpg": "jpeg", **{v: k for k, v in MEDIA_TYPES.items()}}
+#: zlib level of PNG outputs (0 stored .. 9 smallest). Paintings are noisy textures: the
+#: higher levels take several times as long for a small saving in size, and the response
+#: waits on the encoder, so the default leans to speed; a request may ask for another.
+DEFAULT_PNG_COMPRESSION = 1
 
 
 @dataclass(frozen=True)
@@ -47,22 +51,16 @@ def decode(data: bytes | bytearray, limits: Limits = Limits(), max_side: int | N
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=DECODABLE)
     except UnidentifiedImageError:
-        raise InputError(
+        raise NotAnImage(
             f"body is not a decodable image ({len(data)} bytes); send JPEG, PNG or WebP "
-            "(also accepted: GIF first frame, BMP, TIFF)",
-            status=415,
+            "(also accepted: GIF first frame, BMP, TIFF)"
         ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InputError("image declares more pixels than allowed", status=413) from None
+        raise _bomb(data, limits) from None
     except (OSError, SyntaxError, ValueError) as error:  # e.g. a header cut short
         raise InputError(f"image data is corrupt or truncated ({error})") from None
-    width, height = image.size
-    if width * height > limits.max_input_pixels:
-        raise InputError(
-            f"image is {width}x{height} = {width * height} pixels, over the "
-            f"{limits.max_input_pixels} pixel limit for uploads",
-            status=413,
-        )
+    if image.width * image.height > limits.max_input_pixels:
+        raise too_large(image.size, limits.max_input_pixels, " for uploads")
     try:
         image.load()
         image = ImageOps.exif_transpose(image)
@@ -74,12 +72,51 @@ def decode(data: bytes | bytearray, limits: Limits = Limits(), max_side: int | N
     if max_side is not None:
         rgb = fit_max_side(rgb, max_side)
     if rgb.width * rgb.height > limits.max_pixels:
-        raise InputError(
-            f"image is {rgb.width}x{rgb.height} = {rgb.width * rgb.height} pixels, over the "
-            f"{limits.max_pixels} pixel limit; downscale it or pass max_side",
-            status=413,
-        )
+        raise too_large(rgb.size, limits.max_pixels, "; downscale it or pass max_side")
+    # The photo's metadata (EXIF, ICC profile, comments, XMP) stays here: paintings built from
+    # it (a strength blend copies the photo's info) must never carry it to the client.
+    rgb.info = {}
     return rgb
+
+
+def too_large(size: tuple[int, int], limit: int, tail: str = "") -> InputError:
+    """The 413 for an image over a pixel limit: its size and the limit, in pixels and MP."""
+    width, height = size
+    pixels = width * height
+    return InputError(
+        f"image is {width}x{height} = {pixels} pixels ({pixels / 1e6:.1f} MP), over the "
+        f"{limit} pixel limit ({limit / 1e6:.1f} MP){tail}",
+        status=413,
+    )
+
+
+def _bomb(data: bytes | bytearray, limits: Limits) -> InputError:
+    """Pillow's decompression-bomb refusal, reworded with the declared size and our limit."""
+    size = _declared_size(data)
+    if size is None:
+        return InputError(f"image declares more pixels than allowed (over {limits.max_input_pixels} pixels, "
+                          f"{limits.max_input_pixels / 1e6:.1f} MP)", status=413)
+    if size[0] * size[1] > limits.max_input_pixels:
+        return too_large(size, limits.max_input_pixels, " for uploads")
+    # Only a configured limit above Pillow's own safety limit gets here.
+    return too_large(size, Image.MAX_IMAGE_PIXELS or 0, " of the image decoder")
+
+
+def _declared_size(data: bytes | bytearray) -> tuple[int, int] | None:
+    """The size an image's header declares, read by the format's own plugin: ``Image.open``
+    refuses a decompression bomb before it will say how large the image is."""
+    Image.init()
+    prefix = bytes(data[:16])
+    for name in DECODABLE:
+        factory, accept = Image.OPEN[name]
+        accepted = accept(prefix) if accept else True
+        if not accepted or isinstance(accepted, str):  # a str is Pillow's "not this format" note
+            continue
+        try:
+            return factory(io.BytesIO(data), "").size
+        except Exception:  # noqa: BLE001, S112 - a header this plugin cannot read: try the next
+            continue
+    return None
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -139,13 +176,28 @@ def format_from_accept(accept: str | None) -> str | None:
     return None
 
 
-def encode(image: Image.Image, fmt: str = "png", quality: int = 92) -> bytes:
-    """Encodes to PNG (lossless, the default), JPEG or WebP."""
+def encode(
+    image: Image.Image, fmt: str = "png", quality: int = 92, png_compression: int = DEFAULT_PNG_COMPRESSION
+) -> bytes:
+    """Encodes to PNG (lossless, the default; zlib level ``png_compression``), JPEG or WebP
+    (at ``quality``), with no metadata at all."""
+    image = _bare(image)
     buffer = io.BytesIO()
     if fmt == "png":
-        image.save(buffer, "PNG", compress_level=6)
+        image.save(buffer, "PNG", compress_level=png_compression)
     elif fmt == "jpeg":
         image.save(buffer, "JPEG", quality=quality, subsampling=0 if quality >= 90 else 2)
     else:
         image.save(buffer, "WEBP", quality=quality, method=4)
     return buffer.getvalue()
+
+
+def _bare(image: Image.Image) -> Image.Image:
+    """The pixels without the metadata Pillow's savers copy from the image itself (a JPEG
+    comment, an ICC profile, ``encoderinfo`` left by an earlier save): an output never
+    carries what came in with a photo, whichever path painted it."""
+    if not image.info and not getattr(image, "encoderinfo", None):
+        return image
+    bare = image.copy()  # the caller's image keeps its info
+    bare.info = {}
+    return bare

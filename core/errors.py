@@ -21,6 +21,28 @@ class InputError(ValueError):
         return {"code": self.status, "type": self.kind, "message": str(self)}
 
 
+class NotAnImage(InputError):
+    """Bytes that are no image this service decodes (415): the CLI words its own reason for
+    a file, the servers send the message as it is."""
+
+    def __init__(self, message: str, status: int = 415):
+        super().__init__(message, status)
+
+
+def quote(value: object, limit: int = 40) -> str:
+    """Client data fit to echo in a message: Python's ``ascii()`` form (control bytes and
+    non-ASCII escaped, never raw: a reason phrase must be one line of ASCII) cut to about
+    ``limit`` characters, so a binary body never comes back inside an error."""
+    text = ascii(value)
+    if len(text) <= limit:
+        return text
+    if isinstance(value, (bytes, bytearray)):
+        return f"{text[:limit]}... ({len(value)} bytes)"
+    if isinstance(value, str):
+        return f"{text[:limit]}... ({len(value)} characters)"
+    return f"{text[:limit]}..."
+
+
 class ServerFault(Exception):
     """A fault of ours (a bug, a broken model file): answered 500, logged with its traceback."""
 

@@ -16,9 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.codec import InputError
+from core.errors import NotAnImage, quote
 
 #: Field names under which TorchServe delivers a raw (non-multipart) body.
 RAW_BODY_FIELDS = ("body", "data")
+#: The Content-Type curl sends with ``--data``/``--data-binary`` unless told otherwise.
+FORM_URLENCODED = "application/x-www-form-urlencoded"
+#: Unknown field names listed in a message; a form-decoded binary body makes hundreds.
+MAX_NAMES_SHOWN = 5
 
 
 @dataclass(frozen=True)
@@ -41,13 +46,13 @@ class Param:
         try:
             value = _convert(self.kind, raw)
         except (TypeError, ValueError):
-            raise InputError(f"parameter '{name}' must be {self.kind.__name__}, got {raw!r}") from None
+            raise InputError(f"parameter '{name}' must be {self.kind.__name__}, got {quote(raw)}") from None
         if self.choices is not None and value not in self.choices:
-            raise InputError(f"parameter '{name}' must be one of {', '.join(self.choices)}, got {raw!r}")
+            raise InputError(f"parameter '{name}' must be one of {', '.join(self.choices)}, got {quote(raw)}")
         if self.low is not None and value < self.low:
-            raise InputError(f"parameter '{name}' must be at least {self.low}{self._range_end()}, got {raw!r}")
+            raise InputError(f"parameter '{name}' must be at least {self.low}{self._range_end()}, got {quote(raw)}")
         if self.high is not None and value > self.high:
-            raise InputError(f"parameter '{name}' must be at most {self.high}, got {raw!r}")
+            raise InputError(f"parameter '{name}' must be at most {self.high}, got {quote(raw)}")
         return value
 
     def _range_end(self) -> str:
@@ -145,19 +150,61 @@ def parse_request(
         if name in RAW_BODY_FIELDS and not image_fields(name):
             _read_body(value, content_type, image_fields, raw_body_field, parsed, raw_params)
         elif image_fields(name):
-            if isinstance(value, str):  # a text form field: base64, if anything
-                value = decode_base64(name, value)
+            if isinstance(value, str):
+                value = _text_field_image(name, value, content_type)
             parsed.images[name] = bytes(value)
         else:
             raw_params[name] = value
+    if content_type.lower().startswith(FORM_URLENCODED) and not parsed.images:
+        raise InputError(_form_body_message(raw_body_field), status=415)
     unknown = sorted(set(raw_params) - set(params))
     if unknown:
-        raise InputError(f"unknown parameter(s): {', '.join(unknown)}; known: {', '.join(params)}")
+        raise InputError(f"unknown parameter(s): {_names(unknown)}; known: {', '.join(params)}; "
+                         f"{_image_fields_hint(image_fields, raw_body_field)}")
     parsed.params = {
         name: spec.parse(name, raw_params[name]) if name in raw_params else spec.default
         for name, spec in params.items()
     }
     return parsed
+
+
+def _text_field_image(name: str, value: str, content_type: str) -> bytes:
+    """An image field that arrived as text: base64 (JSON, KServe), or in a multipart request
+    a file TorchServe decoded as text because its part said ``text/*``, i.e. a text file
+    sent where the image belongs."""
+    try:
+        return decode_base64(name, value)
+    except InputError:
+        if not content_type.lower().startswith("multipart/"):
+            raise
+        raise NotAnImage(
+            f"field '{name}' holds a text file ({len(value)} characters), not an image: upload a JPEG, PNG or "
+            f"WebP file (curl -F {name}=@photo.jpg)"
+        ) from None
+
+
+def _form_body_message(field_name: str) -> str:
+    return (
+        f"the body arrived as a form ({FORM_URLENCODED}, curl's default for --data-binary), not as an image: "
+        "set a Content-Type such as image/jpeg (curl -H 'Content-Type: image/jpeg' --data-binary @photo.jpg URL) "
+        f"or send the image as field '{field_name}' (curl -F {field_name}=@photo.jpg URL)"
+    )
+
+
+def _names(names: list[str]) -> str:
+    """Field names as the client sent them, escaped and capped when they are not plain words
+    (a binary body decoded as a form turns into such names)."""
+    shown = [name if name.isidentifier() and name.isascii() and len(name) <= 40 else quote(name)
+             for name in names[:MAX_NAMES_SHOWN]]
+    more = len(names) - MAX_NAMES_SHOWN
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+
+
+def _image_fields_hint(image_fields: Callable[[str], bool], raw_body_field: str) -> str:
+    hint = f"the image goes in field '{raw_body_field}'"
+    if image_fields("style"):
+        hint += ", style images in fields 'style', 'style_2', ..."
+    return hint
 
 
 def _read_body(

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from PIL import Image
 
+from core.codec import DEFAULT_PNG_COMPRESSION
 from core.color import preserve_colors
 from core.request import Param
 
 PARAMS = {
     "format": Param(str, None, help="png | jpeg | webp (default: Accept header, else png)"),
     "quality": Param(int, 92, low=1, high=100, help="JPEG/WebP quality"),
+    "png_compression": Param(int, DEFAULT_PNG_COMPRESSION, low=0, high=9,
+                             help="PNG zlib level: 0 fastest, largest .. 9 smallest, slowest"),
     "max_side": Param(int, None, low=16, high=16384, help="downscale so the longer side fits"),
     "strength": Param(float, 1.0, low=0.0, high=1.0, help="1 = fully stylized, 0 = the photo"),
     "preserve_colors": Param(bool, False, help="keep the photo's colours, take the style's luminance"),
@@ -24,4 +27,5 @@ def finish(stylized: Image.Image, photo: Image.Image, params: dict) -> Image.Ima
         stylized = preserve_colors(stylized, photo)
     if params["strength"] < 1.0:
         stylized = Image.blend(photo, stylized, params["strength"])
+        stylized.info = {}  # blend copies the photo's metadata; a painting carries none
     return stylized

@@ -15,6 +15,8 @@ from core.errors import InputError, ServerFault
 
 #: Response header naming the engine that painted the image, e.g. ``openvino/bf16``.
 RUNTIME_HEADER = "X-Style-Runtime"
+#: Longest HTTP reason phrase sent; the JSON body carries the whole message.
+REASON_PHRASE_LIMIT = 200
 
 
 def header(context, idx: int, name: str) -> str:
@@ -46,10 +48,22 @@ def output_format(requested: str | None, context, idx: int) -> str:
     return codec.parse_format(requested) or codec.format_from_accept(header(context, idx, "accept")) or "png"
 
 
+def reason_phrase(message: str) -> str:
+    """A message as an HTTP reason phrase: one line of printable ASCII, capped. TorchServe
+    frames the phrase by its length in characters but sends its UTF-8 bytes, so one
+    non-ASCII character desynchronises the worker's stream and kills it; a line break would
+    split the status line."""
+    text = message.encode("ascii", "backslashreplace").decode("ascii")
+    text = "".join(char if char.isprintable() else " " for char in text)
+    if len(text) > REASON_PHRASE_LIMIT:
+        text = text[: REASON_PHRASE_LIMIT - 3] + "..."
+    return text
+
+
 def answer_error(context, idx: int, error: InputError | ServerFault) -> str:
     """Sets the status and JSON content type of response ``idx``; returns its JSON body.
     An overload error carries ``retry_after`` seconds, sent as ``Retry-After``."""
-    context.set_response_status(error.status, str(error), idx)
+    context.set_response_status(error.status, reason_phrase(str(error)), idx)
     context.set_response_content_type(idx, "application/json")
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None:

@@ -111,7 +111,7 @@ class ArbitraryHandler(BaseHandler):
             self.context.set_response_content_type(idx, codec.MEDIA_TYPES[fmt])
             self.context.set_response_header(idx, RUNTIME_HEADER, self.painter.runtime)
             self.context.set_response_header(idx, CACHE_HEADER, str(job.params["cache_hits"]))
-            responses.append(codec.encode(job.result, fmt, job.params["quality"]))
+            responses.append(codec.encode(job.result, fmt, job.params["quality"], job.params["png_compression"]))
         return responses
 
     def _count_hits(self, hits: int) -> None:

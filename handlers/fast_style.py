@@ -114,7 +114,7 @@ class FastStyleHandler(BaseHandler):
                 responses.append(answer_error(self.context, idx, job.error))
                 continue
             fmt = job.params["format"]
-            encoded = codec.encode(job.result, fmt, job.params["quality"])
+            encoded = codec.encode(job.result, fmt, job.params["quality"], job.params["png_compression"])
             if self.kserve_v2:  # a v2 BYTES output: the encoded image as base64 text
                 responses.append(base64.b64encode(encoded).decode("ascii"))
                 continue

@@ -104,7 +104,7 @@ class MultistyleHandler(BaseHandler):
             self.context.set_response_header(idx, RUNTIME_HEADER, self.stylizer.runtime)
             self.context.set_response_header(idx, "X-Style-Blend",
                                              multistyle.describe(job.params[multistyle.STYLE_INPUT]))
-            responses.append(codec.encode(job.result, fmt, job.params["quality"]))
+            responses.append(codec.encode(job.result, fmt, job.params["quality"], job.params["png_compression"]))
         return responses
 
     def handle(self, data, context):

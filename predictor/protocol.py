@@ -171,7 +171,8 @@ def image_output(painting: Image.Image, photo: Photo, binary: bool) -> InferOutp
     if not photo.encoded:
         return tensor_output(OUTPUT, np.asarray(painting, dtype=np.uint8), PIXELS, binary)
     fmt = photo.params["format"]
-    return encoded_output(codec.encode(painting, fmt, photo.params["quality"]), codec.MEDIA_TYPES[fmt], binary)
+    encoded = codec.encode(painting, fmt, photo.params["quality"], photo.params["png_compression"])
+    return encoded_output(encoded, codec.MEDIA_TYPES[fmt], binary)
 
 
 def encoded_output(data: bytes, media_type: str, binary: bool) -> InferOutput:

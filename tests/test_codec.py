@@ -12,6 +12,9 @@ from PIL import Image
 
 from core import codec
 from core.codec import InputError, Limits
+from core.style_options import finish
+
+from .conftest import PLANTED, assert_no_metadata, jpeg_declaring, jpeg_with_metadata
 
 
 def _encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -88,6 +91,59 @@ def test_decompression_bomb_is_refused_before_decoding():
     assert error.value.status == 413
 
 
+def _png_header_only(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("data", [_png_header_only(20_000, 20_000), jpeg_declaring(20_000, 20_000)],
+                         ids=["png", "jpeg"])
+def test_oversized_image_413_gives_its_size_and_the_limit(data):
+    """20000x20000 is past Pillow's own bomb guard, which refuses without saying the size."""
+    with pytest.raises(InputError) as error:
+        codec.decode(data)
+    assert error.value.status == 413
+    message = str(error.value)
+    assert "20000x20000 = 400000000 pixels (400.0 MP)" in message, message
+    assert f"{Limits.max_input_pixels} pixel limit ({Limits.max_input_pixels / 1e6:.1f} MP)" in message, message
+
+
+def test_pixel_limit_after_max_side_gives_size_and_limit(small_photo):
+    with pytest.raises(InputError) as error:
+        codec.decode(_encode(small_photo, "PNG"), Limits(max_pixels=100))
+    width, height = small_photo.size
+    assert f"{width}x{height} = {width * height} pixels" in str(error.value)
+    assert "100 pixel limit (0.0 MP)" in str(error.value) and "max_side" in str(error.value)
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
+@pytest.mark.parametrize("strength", [1.0, 0.5])
+def test_no_input_metadata_reaches_an_output(small_photo, fmt, strength):
+    """Every path decodes, finishes and encodes here: a strength blend copies the photo's
+    ``info``, so the photo must arrive without it and the encoder must write none."""
+    data = jpeg_with_metadata(small_photo)
+    assert PLANTED in data and {"comment", "exif", "icc_profile", "xmp"} <= set(Image.open(io.BytesIO(data)).info)
+    photo = codec.decode(data)
+    assert not photo.info
+    stand_in = photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)  # a "painting" made from the photo
+    painting = finish(stand_in, photo, {"strength": strength, "preserve_colors": False})
+    assert not painting.info
+    assert_no_metadata(codec.encode(painting, fmt))
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
+def test_encode_writes_no_metadata_an_image_carries(small_photo, fmt):
+    """Whatever image reaches the encoder (the app's, a future path's), its metadata stays out;
+    the caller's image keeps its own."""
+    image = Image.open(io.BytesIO(jpeg_with_metadata(small_photo)))
+    image.load()
+    assert_no_metadata(codec.encode(image, fmt))
+    assert image.info["comment"] == PLANTED
+
+
 def test_pixel_limit_and_max_side(small_photo):
     data = _encode(small_photo, "PNG")
     with pytest.raises(InputError, match="pixel limit"):
@@ -111,3 +167,13 @@ def test_output_formats_and_negotiation(small_photo):
     assert codec.format_from_accept("*/*") is None
     with pytest.raises(InputError, match="unsupported output format 'gif'"):
         codec.parse_format("gif")
+
+
+def test_png_compression_level_trades_size_not_pixels(small_photo):
+    stored, smallest = codec.encode(small_photo, "png", png_compression=0), codec.encode(small_photo, "png",
+                                                                                        png_compression=9)
+    assert len(stored) > len(smallest)
+    for data in (stored, smallest):
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), np.asarray(small_photo))
+    assert codec.encode(small_photo, "png") == codec.encode(small_photo, "png",
+                                                            png_compression=codec.DEFAULT_PNG_COMPRESSION)

@@ -15,7 +15,7 @@ from ts.torch_handler.request_envelope.kservev2 import KServev2Envelope
 from core import codec
 from handlers.fast_style import FastStyleHandler
 
-from .conftest import ONNX_DIR, ts_metrics
+from .conftest import ONNX_DIR, assert_no_metadata, jpeg_with_metadata, ts_metrics
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +72,54 @@ def test_batch_mixing_good_and_bad_requests(handler, context, small_photo):
         image = Image.open(io.BytesIO(out[idx]))
         assert image.size == size
         assert np.abs(codec.to_array(image.convert("RGB")) - codec.to_array(small_photo.resize(size))).mean() > 15
+
+
+def _handle_one(handler, context, row: dict, properties: dict) -> tuple[int | None, str | None, bytes | str]:
+    """One request through the handler: (status, reason phrase, body)."""
+    context.request_processor = [RequestProcessor(properties)]
+    [out] = handler.handle([row], context)
+    status, phrase = context.get_response_status(0)
+    return status, phrase, out
+
+
+def test_non_ascii_field_names_get_an_ascii_reason_phrase(handler, context, small_photo):
+    """TorchServe frames the phrase by character count but sends UTF-8: a non-ASCII phrase
+    desynchronised the worker's stream and killed it (curl -d 'caf\u00e9=1' did)."""
+    row = {"image": bytearray(_jpeg(small_photo)), "caf\u00e9": b"1"}
+    status, phrase, out = _handle_one(handler, context, row, {"content-type": "multipart/form-data; boundary=x"})
+    assert status == 400 and phrase.isascii() and phrase.isprintable(), phrase
+    assert "unknown parameter" in json.loads(out)["message"]
+
+
+def test_text_file_as_the_image_field_is_415(handler, context):
+    properties = {"content-type": "multipart/form-data; boundary=x", "image": {"content-type": "text/plain"}}
+    status, _, out = _handle_one(handler, context, {"image": "line one\nline two\n"}, properties)
+    assert status == 415 and "field 'image' holds a text file" in json.loads(out)["message"]
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
+@pytest.mark.parametrize("strength", [b"1", b"0.5"])
+def test_the_photos_metadata_never_reaches_the_painting(handler, context, small_photo, fmt, strength):
+    row = {"image": bytearray(jpeg_with_metadata(small_photo)), "strength": strength, "format": fmt.encode()}
+    status, _, out = _handle_one(handler, context, row, {"content-type": "multipart/form-data; boundary=x"})
+    assert status in (None, 200), out
+    assert_no_metadata(out)
+
+
+def test_png_compression_as_field_or_header(handler, context, small_photo):
+    multipart = {"content-type": "multipart/form-data; boundary=x"}
+    photo = bytearray(_jpeg(small_photo))
+    sizes = {}
+    for level in (b"0", b"9"):
+        status, _, out = _handle_one(handler, context, {"image": photo, "png_compression": level}, multipart)
+        assert status in (None, 200) and Image.open(io.BytesIO(out)).format == "PNG"
+        sizes[level] = len(out)
+    assert sizes[b"0"] > sizes[b"9"]
+    _, _, by_header = _handle_one(handler, context, {"body": photo},
+                                  {"body": {"content-type": "image/jpeg"}, "X-Png-Compression": "0"})
+    assert len(by_header) == sizes[b"0"]
+    status, _, out = _handle_one(handler, context, {"image": photo, "png_compression": b"12"}, multipart)
+    assert status == 400 and "png_compression" in json.loads(out)["message"]
 
 
 @pytest.mark.parametrize(("settings", "named"), [

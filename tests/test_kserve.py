@@ -190,7 +190,8 @@ def test_both_listeners_bind_to_loopback_only(predictor):
 def test_rest_metadata_describes_parameters_pixels_and_runtime(predictor, torchserve_udnie):
     metadata = requests.get(f"http://{predictor.http_url}/v2/models/udnie", timeout=10).json()
     assert metadata["alternatives"]["inputs"] == [{"name": "image", "datatype": "UINT8", "shape": [-1, -1, 3]}]
-    assert set(metadata["parameters"]) == {"format", "quality", "max_side", "strength", "preserve_colors", "tile"}
+    assert set(metadata["parameters"]) == {"format", "quality", "png_compression", "max_side", "strength",
+                                           "preserve_colors", "tile"}
     assert metadata["parameters"]["strength"] == {"type": "float", "default": 1.0, "min": 0.0, "max": 1.0,
                                                   "help": "1 = fully stylized, 0 = the photo"}
     assert metadata["runtime"] == torchserve_udnie[0]

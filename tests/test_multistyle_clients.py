@@ -14,7 +14,7 @@ from app import licence_clean
 from app.client import ClientError, FastOptions
 from core import codec, multistyle
 
-from .conftest import ONNX_DIR, SHARED
+from .conftest import ONNX_DIR, SHARED, assert_no_metadata, jpeg_with_metadata
 
 NO_SERVER = "http://127.0.0.1:9"  # discard port: nothing listens, so the page paints locally
 
@@ -88,6 +88,23 @@ def test_cli_paints_with_a_style_image_and_refuses_bad_specs(content_photos, tmp
     assert "non-negative" in capsys.readouterr().err
     assert main([str(photo), "-o", str(tmp_path / "bad"), "--style-image", str(photo), "--tile", "on"]) == 2
     assert "no tiling" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("style", [["--style", "multistyle:19"], ["--style-image", "udnie.jpg"]],
+                         ids=["multistyle", "style-image"])
+def test_cli_paintings_carry_none_of_the_photos_metadata(small_photo, tmp_path, style):
+    from stylize.__main__ import main
+
+    photo = tmp_path / "in" / "phone.jpg"
+    photo.parent.mkdir()
+    photo.write_bytes(jpeg_with_metadata(small_photo))
+    if style[0] == "--style-image":
+        style = [style[0], str(SHARED / "images" / "styles" / style[1])]
+    for fmt in ("jpeg", "png"):
+        out = tmp_path / fmt
+        assert main([str(photo), "-o", str(out), *style, "--strength", "0.5", "--format", fmt, "--no-progress"]) == 0
+        [painting] = out.iterdir()
+        assert_no_metadata(painting.read_bytes())
 
 
 # --- the page, through AppTest ------------------------------------------------------------------
