@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from core.paths import MODEL_STORE, SERVER_DIR
+from core.photos import content_photos, paintings
 from server.launch import Server, default_ports
 
 
@@ -41,12 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     style = "udnie" if "udnie" in models else next(iter(models))
     key = server.inference_key()
     auth = f' -H "Authorization: Bearer {key}"' if key else ""
+    photo, painting = content_photos()[0], paintings()[0]  # real images any install has
     print(f"TorchServe is up: {', '.join(models)} (logs: {server.log_dir})")
     print("Try:")
     print(
-        f'  curl -sS{auth} -H "Content-Type: image/jpeg" --data-binary @photo.jpg '
+        f'  curl --fail-with-body -sS{auth} -H "Content-Type: image/jpeg" --data-binary @{photo} '
         f"{server.inference_url}/predictions/{style} -o painting.png"
     )
+    if "gatys" in models:
+        print(f"  curl --fail-with-body -sS{auth} -F content=@{photo} -F style=@{painting} "
+              f"{server.inference_url}/predictions/gatys -o gatys.png   # the original Gatys algorithm")
     print("Stop it with: .venv/bin/python -m server stop")
     return 0
 
