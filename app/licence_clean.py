@@ -26,20 +26,17 @@ from app.client import (
     why,
 )
 from core import arbitrary, codec, multistyle
+from core.catalogue import CONTACT_SHEET, tile_box
 from core.errors import InputError
 from core.multistyle import NUM_STYLES, STYLE_NAMES
-
-#: The contact sheet (``python -m export.contact_sheet``) the thumbnails are cut from.
-SHEET = Path(__file__).resolve().parents[1] / "docs" / "multistyle_styles.png"
 
 
 @lru_cache(maxsize=1)
 def thumbnails() -> list[Image.Image] | None:
-    """The 26 styles' tiles from the contact sheet, or None where the sheet is absent."""
-    from export.contact_sheet import tile_box
-
+    """The 26 styles' tiles from the contact sheet (``python -m export.contact_sheet``), or None
+    where the sheet is absent."""
     try:
-        sheet = Image.open(SHEET).convert("RGB")
+        sheet = Image.open(CONTACT_SHEET).convert("RGB")
     except OSError:
         return None
     return [sheet.crop(tile_box(index)) for index in range(NUM_STYLES)]

@@ -6,15 +6,14 @@ their folder is configurable and optional: without it the picker shows the names
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from core import codec
+from core import codec, settings
+from core.catalogue import DEFAULT_STYLES
 from core.paths import ONNX_DIR, SHARED_DIR
-from export.weights import DEFAULT_STYLES
 
 DEFAULT_PAINTINGS_DIR = SHARED_DIR / "images" / "styles"
 THUMBNAIL_SIDE = 160
@@ -25,12 +24,12 @@ _PAINTING_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 def paintings_dir() -> Path:
     """``$STYLE_PAINTINGS_DIR``, else the shared folder's ``images/styles`` (dev machines)."""
-    return Path(os.environ.get("STYLE_PAINTINGS_DIR") or DEFAULT_PAINTINGS_DIR)
+    return settings.env("STYLE_PAINTINGS_DIR") or DEFAULT_PAINTINGS_DIR
 
 
 def onnx_dir() -> Path:
     """Where ``scripts/build.sh`` put the ``<style>.onnx`` files the local fallback runs."""
-    return Path(os.environ.get("STYLE_ONNX_DIR") or ONNX_DIR)
+    return settings.env("STYLE_ONNX_DIR") or ONNX_DIR
 
 
 def available_styles(built_dir: Path | None = None) -> list[str]:

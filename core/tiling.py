@@ -28,47 +28,41 @@ loses nothing visible, and memory is two stored stages plus one tile's activatio
 memory and PSNR against the whole-image call: bench/results/REPORT.md).
 
 The per-stage graphs come from ``core.tiling_graphs`` at export time, as a bundle the
-archive carries (``Program``), so serving needs ONNX Runtime only, not ``onnx``.
+archive carries (``core.tiling_program.Program``), so serving needs ONNX Runtime only, not
+``onnx``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from core import settings
 from core.checksums import sha256_of
 from core.engines import REFERENCE, Candidate, Engine, open_engine
+from core.tiling_program import BUNDLE_VERSION, Program, Stage, bundle_path
 
 #: The networks downsample twice by 2: tile origins on this grid keep every layer aligned.
 ALIGN = 4
-#: The exported graphs pad smaller sides up to this (``export.networks.MIN_SIDE``).
+#: The exported graphs pad smaller sides up to this (``networks.MIN_SIDE``).
 MIN_SIDE = 16
-#: Stored tensors (float16) may hold at most this many values per input pixel, e.g. a
-#: residual block's input and its layer's input, 128 channels each at 1/4 x 1/4 resolution:
-#: 512 MiB at 4096². A pass reads one stored frontier and writes the next.
-MAX_STORED_VALUES_PER_PIXEL = 16
 #: Above this many pixels images are tiled by default: a whole-image call's memory grows with
 #: the pixels while a tiled one's stays near one tile's, and below it the whole-image call is
 #: the faster one (the benchmark's "high resolution" section measures both).
 DEFAULT_THRESHOLD = 2048 * 2048
 #: Environment variable overriding the threshold (pixels) for every model in the process.
 THRESHOLD_ENV = "STYLE_TILE_THRESHOLD"
-IN_OP = "InstanceNormalization"
-#: Bundle file beside ``<name>.onnx`` (see ``Program``), and its format's version.
-BUNDLE_SUFFIX = ".tiling.npz"
-BUNDLE_VERSION = 3
 
 
 def threshold(configured: int | str | None = None) -> int:
     """The pixel count above which to tile: ``$STYLE_TILE_THRESHOLD``, else the model's
     configured ``tile_threshold``, else ``DEFAULT_THRESHOLD``. The environment wins so an
     operator can retune a deployed archive without rebuilding it."""
-    from_env = os.environ.get(THRESHOLD_ENV)
-    value, source = (from_env, f"${THRESHOLD_ENV}") if from_env else (configured, "handler.tile_threshold")
+    from_env = settings.env(THRESHOLD_ENV)
+    value, source = (from_env, f"${THRESHOLD_ENV}") if from_env is not None else (configured, "handler.tile_threshold")
     if value in (None, ""):
         return DEFAULT_THRESHOLD
     try:
@@ -125,7 +119,7 @@ class Tile:
 
 
 def padded(size: int) -> int:
-    """The size the network runs a side at (see ``export.networks.SizePreserving``)."""
+    """The size the network runs a side at (see ``networks.SizePreserving``)."""
     return max(MIN_SIDE, -(-size // ALIGN) * ALIGN)
 
 
@@ -141,78 +135,6 @@ def plan(height: int, width: int, layout: Layout) -> list[Tile]:
             )  # fmt: skip
             tiles.append(Tile((y0, y1, x0, x1), outer))
     return tiles
-
-
-# ---------------------------------------------------------------------------------------
-# Program: what tiling a model takes (built by core.tiling_graphs)
-# ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One pass over the image, tile by tile: reads the stored tensors ``sources``, stores
-    the tensors ``targets`` (float16, but the final output), and pools the statistics of
-    the IN ``layers`` whose inputs it computes."""
-
-    sources: tuple[str, ...]
-    targets: tuple[str, ...] = ()
-    layers: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """The passes that stylize an image, and what they need to know about tensors."""
-
-    stages: list[Stage]
-    layer_inputs: list[str]  # IN layer k's input tensor
-    strides: dict[str, int]  # downsampling of stored tensors and IN layer inputs
-    image: str  # the graph's input and output names
-    output: str
-
-
-@dataclass(frozen=True)
-class Program:
-    """A schedule and, per stage, the serialized ONNX graph it runs. Saved as a ``.npz``
-    bundle beside the model, so serving needs ONNX Runtime and numpy only;
-    ``model_sha256`` ties it to its model."""
-
-    schedule: Schedule
-    graphs: list[bytes]
-    model_sha256: str
-
-    def save(self, path: str | os.PathLike) -> None:
-        plan = self.schedule
-        header = {
-            "version": BUNDLE_VERSION,
-            "model_sha256": self.model_sha256,
-            "stages": [[list(s.sources), list(s.targets), list(s.layers)] for s in plan.stages],
-            "layer_inputs": plan.layer_inputs, "strides": plan.strides, "image": plan.image, "output": plan.output,
-        }  # fmt: skip
-        graphs = {f"graph_{i}": np.frombuffer(g, np.uint8) for i, g in enumerate(self.graphs)}
-        with open(path, "wb") as file:  # np.savez would append ".npz" to other names
-            np.savez(file, header=np.frombuffer(json.dumps(header).encode(), np.uint8), **graphs)
-
-    @staticmethod
-    def read_header(path: str | os.PathLike) -> dict:
-        with np.load(path, allow_pickle=False) as bundle:
-            return json.loads(bundle["header"].tobytes())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> Program:
-        with np.load(path, allow_pickle=False) as bundle:
-            header = json.loads(bundle["header"].tobytes())
-            if header.get("version") != BUNDLE_VERSION:
-                raise ValueError(f"{path}: tiling bundle version {header.get('version')}, expected {BUNDLE_VERSION}")
-            stages = [Stage(tuple(src), tuple(dst), tuple(layers)) for src, dst, layers in header["stages"]]
-            graphs = [bundle[f"graph_{i}"].tobytes() for i in range(len(stages))]
-        plan = Schedule(stages, header["layer_inputs"], header["strides"], header["image"], header["output"])
-        return cls(plan, graphs, header["model_sha256"])
-
-
-def bundle_path(model_path: str | os.PathLike) -> Path:
-    """Where a model's tiling bundle lives: ``<name>.onnx`` -> ``<name>.tiling.npz``."""
-    path = Path(model_path)
-    return path.with_name(path.name.removesuffix(".onnx") + BUNDLE_SUFFIX)
 
 
 def load_program(model_path: str | os.PathLike) -> Program:

@@ -17,7 +17,14 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from core.tiling import IN_OP, MAX_STORED_VALUES_PER_PIXEL, Program, Schedule, Stage, bundle_path, sha256_of
+from core.checksums import sha256_of
+from core.tiling_program import Program, Schedule, Stage, bundle_path
+
+IN_OP = "InstanceNormalization"
+#: Stored tensors (float16) may hold at most this many values per input pixel, e.g. a
+#: residual block's input and its layer's input, 128 channels each at 1/4 x 1/4 resolution:
+#: 512 MiB at 4096². A pass reads one stored frontier and writes the next.
+MAX_STORED_VALUES_PER_PIXEL = 16
 
 
 def _in_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
@@ -265,7 +272,7 @@ def compile_file(model_path: str | os.PathLike) -> Program:
 
 def write_bundle(model_path: str | os.PathLike) -> Path:
     """Compiles the ``.onnx`` at ``model_path`` into the bundle beside it (see
-    ``core.tiling.Program``), which the archive then carries."""
+    ``core.tiling_program.Program``), which the archive then carries."""
     path = bundle_path(model_path)
     compile_file(model_path).save(path)
     return path

@@ -22,13 +22,14 @@ from pathlib import Path
 
 import yaml
 
+from build_tools.archive import package
+from core.catalogue import DEFAULT_STYLES, STYLES, Style
 from core.engines import quality_path
 from core.paths import MODEL_STORE, ONNX_DIR, ROOT
 from core.photos import content_photos, default_parity_photo
-from core.tiling import bundle_path
 from core.tiling_graphs import write_bundle
+from core.tiling_program import bundle_path
 from export import weights
-from export.archive import package
 from export.models import FAST_MODEL_CONFIG
 from export.onnx_export import export_style
 from export.quantize import CHECK_SIDE, VariantError, make_variants, variant_path
@@ -36,10 +37,10 @@ from export.quantize import CHECK_SIDE, VariantError, make_variants, variant_pat
 #: Per style: the variants' fingerprint, calibration photos and measured quality.
 VARIANTS_RECORD = ONNX_DIR / "variants.json"
 #: Code whose change must rebuild every archive.
-SOURCES = ["core", "export", "handlers/fast_style.py"]
+SOURCES = ["core", "networks", "build_tools", "export", "handlers/fast_style.py"]
 
 
-def fingerprint(style: weights.Style, weights_path: Path) -> str:
+def fingerprint(style: Style, weights_path: Path) -> str:
     """Hash of everything an archive is made from: weights, code, settings."""
     digest = hashlib.sha256(json.dumps(FAST_MODEL_CONFIG, sort_keys=True).encode())
     files = sorted(weights_path.rglob("*")) if weights_path.is_dir() else [weights_path]
@@ -55,7 +56,7 @@ def fingerprint(style: weights.Style, weights_path: Path) -> str:
 def build_style(name: str, mirror: Path | None, photo: Path, store: Path, variants: bool = True) -> str:
     """Exports the style, makes its variants, and packages the archive with all of them, so
     the stylizer can choose among the precisions on whatever machine serves it."""
-    style = weights.STYLES[name]
+    style = STYLES[name]
     weights_path = weights.fetch(name, mirror=mirror)
     stamp = ONNX_DIR / f"{name}.fingerprint"
     key = fingerprint(style, weights_path)
@@ -147,7 +148,7 @@ def build_gatys(store: Path, mirror: Path | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["build", "fetch", "list"])
-    parser.add_argument("--styles", nargs="+", default=list(weights.DEFAULT_STYLES))
+    parser.add_argument("--styles", nargs="+", default=list(DEFAULT_STYLES))
     parser.add_argument("--mirror", type=Path, help="local folder laid out like the weights cache")
     parser.add_argument("--store", type=Path, default=MODEL_STORE, help="where .mar archives go")
     parser.add_argument("--parity-photo", type=Path, help="real photo for the ONNX parity check")
@@ -158,8 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "list":
-        for name, style in weights.STYLES.items():
-            default = " (default)" if name in weights.DEFAULT_STYLES else ""
+        for name, style in STYLES.items():
+            default = " (default)" if name in DEFAULT_STYLES else ""
             print(f"{name:18} {style.family}{default}")
         return 0
     try:

@@ -18,7 +18,7 @@ for no int8 speed.
 
 Sizes: the block convolution needs the convolution's input height and width to be
 multiples of 4. The exported graphs pad every image to a multiple of 4 first
-(``export.networks.SizePreserving``), and tiling runs tiles aligned to 4, so they are.
+(``networks.SizePreserving``), and tiling runs tiles aligned to 4, so they are.
 """
 
 from __future__ import annotations

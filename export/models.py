@@ -8,6 +8,8 @@ serving limits (``optimize.archive.model_config``).
 
 from __future__ import annotations
 
+from core.settings import MAX_INPUT_PIXELS, MAX_PIXELS, RESPONSE_TIMEOUT_S, handler_default
+
 #: TorchServe settings for each fast-style model (written as the archive's model config).
 FAST_MODEL_CONFIG = {
     "minWorkers": 1,
@@ -18,13 +20,13 @@ FAST_MODEL_CONFIG = {
     "maxBatchDelay": 1,
     # Beyond the timeout TorchServe kills the worker, so the handler's pixel limit keeps the
     # largest image it accepts well inside it, even on 2 CPU cores (README, "Performance").
-    "responseTimeout": 300,
+    "responseTimeout": RESPONSE_TIMEOUT_S,
     # Opening a model measures the engine candidates once per machine (one model at a time,
     # core.runtime_choice): workers queued behind others need more than TorchServe's 120 s.
     "startupTimeout": 600,
     "handler": {
-        "max_input_pixels": 64_000_000,
-        "max_pixels": 4096 * 4096,
+        "max_input_pixels": MAX_INPUT_PIXELS,
+        "max_pixels": MAX_PIXELS,
         # The engine is chosen per machine by measurement (core.runtime_choice); these
         # force it. threads 0 = every core, so one request on an idle server uses the machine.
         "backend": "auto",
@@ -40,10 +42,10 @@ STYLED_MODEL_CONFIG = {
     "maxWorkers": 1,
     "batchSize": 1,  # no batching: see FAST_MODEL_CONFIG
     "maxBatchDelay": 1,
-    "responseTimeout": 300,
+    "responseTimeout": RESPONSE_TIMEOUT_S,
     "startupTimeout": 600,  # see FAST_MODEL_CONFIG
     "handler": {
-        "max_input_pixels": 64_000_000,
+        "max_input_pixels": MAX_INPUT_PIXELS,
         "max_pixels": 3072 * 3072,
         "backend": "auto",
         "precision": "auto",
@@ -52,4 +54,5 @@ STYLED_MODEL_CONFIG = {
 }
 #: The arbitrary model's extra settings: style images have their own upload limit (they are
 #: shrunk to ``style_size`` before the predictor) and style vectors are cached.
-ARBITRARY_HANDLER = {"max_style_input_pixels": 64_000_000, "style_cache_size": 256}
+ARBITRARY_HANDLER = {"max_style_input_pixels": MAX_INPUT_PIXELS,
+                     "style_cache_size": handler_default("arbitrary", "style_cache_size")}

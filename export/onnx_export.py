@@ -28,10 +28,10 @@ from PIL import Image
 from torch import nn
 
 from core import codec
-from core.tiling import bundle_path
 from core.tiling_graphs import write_bundle
+from core.tiling_program import bundle_path
 from export.graph_rewrites import regroup_rgb_output_convs
-from export.networks import SizePreserving
+from networks import SizePreserving
 
 OPSET = 18
 #: Parity tolerance on the 0..255 scale: 1/255 of the range.

@@ -34,23 +34,26 @@ from onnx import numpy_helper
 from PIL import Image, ImageOps
 from torch import nn
 
+from build_tools.archive import package
 from core import codec
+from core.catalogue import MAGENTA_LICENCE
 from core.checksums import sha256_of
+from core.multistyle import NUM_STYLES
 from core.paths import ROOT
 from core.photos import SHARED_IMAGES, default_parity_photo
 from export import magenta_weights
-from export.arbitrary import PREDICTOR_MULTIPLE, STYLE_DIM, load_predictor, load_transformer
-from export.archive import package
+from export.arbitrary import load_predictor, load_transformer
 from export.graph_rewrites import regroup_rgb_output_convs
 from export.models import ARBITRARY_HANDLER, STYLED_MODEL_CONFIG
-from export.multistyle import NUM_STYLES, StyledSizePreserving, load_multistyle
+from export.multistyle import load_multistyle
 from export.onnx_export import OPSET, PARITY_TOLERANCE, ParityError, _name_dims, _write, wrap_uint8
+from networks import PREDICTOR_MULTIPLE, STYLE_DIM, StyledSizePreserving
 
 #: Predictor parity tolerance: the style vector's entries are O(1) (norm about 8).
 VECTOR_TOLERANCE = 1e-3
 #: Code whose change must rebuild these archives.
-SOURCES = ["core", "export/styled_export.py", "export/models.py", "export/multistyle.py", "export/arbitrary.py",
-           "export/magenta_weights.py", "handlers/multistyle.py", "handlers/arbitrary.py"]
+SOURCES = ["core", "networks", "build_tools", "export/styled_export.py", "export/models.py", "export/multistyle.py",
+           "export/arbitrary.py", "export/magenta_weights.py", "handlers/multistyle.py", "handlers/arbitrary.py"]
 
 
 def export_styled(net: nn.Module, path: Path, style_input: str, style_example: torch.Tensor,
@@ -193,7 +196,7 @@ def _up_to_date(name: str, key: str, onnx_dir: Path, store: Path, files: list[Pa
 
 
 def _metadata(name: str) -> dict[str, str]:
-    return {"style": name, "family": name, "licence": magenta_weights.LICENCE}
+    return {"style": name, "family": name, "licence": MAGENTA_LICENCE}
 
 
 def build_multistyle(onnx_dir: Path, store: Path, photo: Path | None = None) -> str:

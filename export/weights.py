@@ -1,4 +1,5 @@
-"""Trained style weights: where each style comes from, fetching it into a cache, loading it.
+"""Trained style weights: fetching each style of the catalogue (``core.catalogue``: names,
+families, licences, URLs) into a cache, verifying it, loading it into its network.
 
 Each style is fetched once into a local cache (``~/.cache/style-transfer/weights`` or
 ``$STYLE_WEIGHTS_CACHE``), from a local mirror when one is given (``--mirror`` or
@@ -10,72 +11,31 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
 import urllib.request
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from core import settings
+from core.catalogue import (
+    ENGSTROM_LICENCE,
+    ENGSTROM_URL,
+    PYTORCH_EXAMPLES_URL,
+    STYLES,
+    Style,
+)
 from core.checksums import sha256_of
 from core.paths import weights_cache
-from export.networks import EngstromNet, TFConv, TFConvTranspose, TransformerNet
 from lossnet.weights import cache_folder as lossnet_cache_folder
-
-ENGSTROM_COMMIT = "bd3a0486e4ed4a02b0b4102a7f12a55e3c935d73"
-ENGSTROM_URL = (
-    "https://raw.githubusercontent.com/reiinakano/fast-style-transfer-deeplearnjs/"
-    f"{ENGSTROM_COMMIT}/src/ckpts/{{style}}/{{file}}"
-)
-ENGSTROM_LICENCE = (
-    "The Engstrom style weights (la_muse, rain_princess, scream, udnie, wave, wreck) were "
-    "trained by Logan Engstrom (lengstrom/fast-style-transfer, Copyright (c) 2016 Logan "
-    "Engstrom). Free for research use with attribution and this notice kept; any other "
-    "use, commercial included, needs his permission. They are NOT licence-free."
-)
-PYTORCH_EXAMPLES_URL = "https://www.dropbox.com/s/lrvwfehqdcxoza8/saved_models.zip?dl=1"
-PYTORCH_EXAMPLES_LICENCE = "pytorch/examples fast_neural_style weights (BSD-3-Clause)."
+from networks import EngstromNet, TFConv, TFConvTranspose, load_pytorch_examples
 
 _CHECKSUMS = json.loads((Path(__file__).with_name("engstrom_sha256.json")).read_text())
-
-
-@dataclass(frozen=True)
-class Style:
-    """One servable style: its TorchServe model name and where its weights come from."""
-
-    name: str
-    family: str  # "engstrom" or "pytorch_examples"
-    source_name: str  # the name inside its family's release (folder or .pth stem)
-    licence: str
-
-    def build_network(self) -> nn.Module:
-        return EngstromNet() if self.family == "engstrom" else TransformerNet()
-
-
-STYLES: dict[str, Style] = {
-    **{
-        name: Style(name, "engstrom", name, ENGSTROM_LICENCE)
-        for name in ("la_muse", "rain_princess", "scream", "udnie", "wave", "wreck")
-    },
-    # Two pytorch/examples styles share names with Engstrom's; they get a suffix.
-    **{
-        name: Style(name, "pytorch_examples", source, PYTORCH_EXAMPLES_LICENCE)
-        for name, source in (
-            ("candy", "candy"),
-            ("mosaic", "mosaic"),
-            ("rain_princess_pt", "rain_princess"),
-            ("udnie_pt", "udnie"),
-        )
-    },
-}
-#: Served by default: the styles whose weights the project's mirror carries.
-DEFAULT_STYLES = ("la_muse", "rain_princess", "scream", "udnie", "wave", "wreck")
 
 
 class WeightsUnavailable(RuntimeError):
@@ -87,8 +47,7 @@ def default_cache() -> Path:
 
 
 def default_mirror() -> Path | None:
-    mirror = os.environ.get("STYLE_WEIGHTS_MIRROR")
-    return Path(mirror) if mirror else None
+    return settings.env("STYLE_WEIGHTS_MIRROR")
 
 
 def _verify(path: Path, expected: str | None, origin: str) -> None:
@@ -239,18 +198,6 @@ def _fetch_pytorch_examples(style: Style, cache: Path, mirror: Path | None) -> P
 # Loading into the networks
 # ---------------------------------------------------------------------------------------
 
-_OLD_RUNNING_STATS = re.compile(r"in\d+\.running_(mean|var)$")
-
-
-def load_pytorch_examples(path: Path) -> TransformerNet:
-    """Loads a pytorch/examples checkpoint, dropping the running stats that old PyTorch
-    versions saved for InstanceNorm (current InstanceNorm has none and would refuse them)."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = {k: v for k, v in state.items() if not _OLD_RUNNING_STATS.search(k)}
-    net = TransformerNet()
-    net.load_state_dict(state)
-    return net.eval()
-
 
 def _engstrom_layers(net: EngstromNet) -> list[nn.Module]:
     """Conv layers in TF variable-creation order: each created kernel, shift, scale."""
@@ -286,7 +233,8 @@ def load_engstrom(folder: Path) -> EngstromNet:
 
 
 def load_network(style_name: str, cache: Path | None = None, mirror: Path | None = None) -> nn.Module:
-    """Fetches (if needed) and loads a style's trained network, in eval mode on the CPU."""
+    """Fetches (if needed) and loads a style's trained network, in eval mode on the CPU. A
+    pytorch/examples checkpoint is the network's own state dict (``networks.load_pytorch_examples``)."""
     path = fetch(style_name, cache, mirror)
     style = STYLES[style_name]
     return load_engstrom(path) if style.family == "engstrom" else load_pytorch_examples(path)

@@ -15,15 +15,11 @@ from pathlib import Path
 
 import yaml
 
+from core.settings import RESPONSE_TIMEOUT_S
 from optimize.serving import ServingLimits
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_NAME = "gatys"
-#: Seconds TorchServe waits for the worker's answer before killing it. Five minutes: long
-#: enough for a hundred L-BFGS iterations at 256 px on a 2-core CPU, short enough that a
-#: stuck worker is noticed. The service stops optimizing ``response_margin_s`` earlier and
-#: returns the best image so far, so a request never meets this limit.
-RESPONSE_TIMEOUT_S = 300
 HANDLER = ROOT / "handlers" / "gatys.py"
 #: What the served model imports besides ``core`` (which every archive carries).
 PACKAGES = (ROOT / "optimize", ROOT / "lossnet")
@@ -42,6 +38,9 @@ def model_config(limits: ServingLimits | None = None) -> dict:
         "maxWorkers": 1,
         "batchSize": 1,
         "maxBatchDelay": 0,
+        # As for every model: long enough for a hundred L-BFGS iterations at 256 px on a
+        # 2-core CPU. The service stops ``response_margin_s`` earlier and returns the best
+        # image so far, so a request never meets it.
         "responseTimeout": RESPONSE_TIMEOUT_S,
         # Workers load one after another behind the fast styles' runtime measurement.
         "startupTimeout": 600,
@@ -63,8 +62,10 @@ def stage(folder: Path) -> list[Path]:
 
 
 def build(out_dir: Path) -> Path:
-    """Writes ``out_dir/gatys.mar`` and returns its path."""
-    from export.archive import package  # the archiver lives with the other build tools
+    """Writes ``out_dir/gatys.mar`` and returns its path, through the archiver every model's
+    build uses."""
+    # Imported here: the container image copies optimize/ (model_config included) without the build tools.
+    from build_tools.archive import package
 
     with tempfile.TemporaryDirectory() as tmp:
         *packages, config = stage(Path(tmp))

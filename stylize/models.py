@@ -22,6 +22,12 @@ from core.paths import ONNX_DIR
 from core.runtime_choice import RuntimeSettings, SettingError
 from core.stylizer import Stylizer, TilingPolicy
 
+#: The styles that need no built ``<style>.onnx`` of their own, as the CLI spells them.
+OTHER_STYLES = (
+    "one of the 26 Apache-2.0 styles or a blend of them (--style multistyle:SPEC, e.g. multistyle:19 or "
+    "multistyle:3:0.5,12:0.5), or any painting as the style (--style-image PAINTING)"
+)
+
 
 class ModelError(RuntimeError):
     """The model cannot be had or run as asked; the message says which file and what to do."""
@@ -69,11 +75,12 @@ def load(
 
 def style_onnx(style: str, onnx_dir: Path = ONNX_DIR) -> Path:
     """The built ONNX file of a named style, or an error that says how to build it."""
-    from export.weights import DEFAULT_STYLES, STYLES
+    from core.catalogue import DEFAULT_STYLES, STYLES
 
     if style not in STYLES:
         raise ModelError(
-            f"unknown style '{style}'; use one of {', '.join(STYLES)} or give a .onnx/.pth file"
+            f"unknown style '{style}'; use one of {', '.join(STYLES)}, give a .onnx/.pth file (--model FILE), "
+            f"or {OTHER_STYLES}"
         )
     path = onnx_dir / f"{style}.onnx"
     if not path.is_file():
@@ -119,8 +126,7 @@ class TorchEngine:
     def __init__(self, path: Path, threads: int = 0):
         import torch
 
-        from export.networks import SizePreserving
-        from export.weights import load_pytorch_examples
+        from networks import SizePreserving, load_pytorch_examples
 
         if threads:
             torch.set_num_threads(threads)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from core import codec
 from core.paths import ROOT
-from export.networks import TransformerNet
+from networks import TransformerNet
 from stylize.__main__ import main
 from stylize.batch import output_names
 

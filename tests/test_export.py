@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from core import codec
-from export.networks import SizePreserving
 from export.onnx_export import OPSET, ParityError, check_parity
 from export.weights import load_engstrom
+from networks import SizePreserving
 
 from .conftest import DEFAULT_STYLES, ONNX_DIR
 

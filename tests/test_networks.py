@@ -8,15 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from core import codec
-from export.networks import (
-    EngstromNet,
-    SizePreserving,
-    TFConvTranspose,
-    TransformerNet,
-    even_size_same_padding,
-    tf_same_padding,
-)
-from export.weights import load_engstrom, load_pytorch_examples
+from export.weights import load_engstrom
+from networks import EngstromNet, SizePreserving, TFConvTranspose, TransformerNet, load_pytorch_examples
+from networks.engstrom import even_size_same_padding, tf_same_padding
 
 
 def test_tf_same_padding_matches_tensorflow_rule():

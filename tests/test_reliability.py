@@ -204,7 +204,7 @@ def test_running_server_refuses_registration_and_reports_safe_settings(server):
 
 def test_checkpoints_load_with_weights_only(tmp_path):
     """A pickled checkpoint that would run code is refused by the loader."""
-    from export.weights import load_pytorch_examples
+    from networks import load_pytorch_examples
 
     class Exploit:
         def __reduce__(self):

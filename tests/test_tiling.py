@@ -17,13 +17,13 @@ import pytest
 from PIL import Image, ImageOps
 from ts.context import Context, RequestProcessor
 
+from build_tools.archive import ROOT, package
 from core import codec, tiling
 from core.onnx_session import session_options
 from core.stylizer import TilingPolicy
 from core.tiling import Layout, TiledStylizer, plan
 from core.tiling_graphs import compile_file, write_bundle
 from core.torchserve import RUNTIME_HEADER
-from export.archive import ROOT, package
 from export.quantize import psnr_db
 from handlers.fast_style import FastStyleHandler
 from stylize.__main__ import main

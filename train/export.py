@@ -1,7 +1,7 @@
 """Trained weights -> checked ONNX -> TorchServe ``.mar``, in one call.
 
 The same path the bundled styles take (``export.onnx_export.export_style``, the ONNX
-Runtime parity check included, then ``export.archive.package`` with the fast-style
+Runtime parity check included, then ``build_tools.archive.package`` with the fast-style
 handler and ``FAST_MODEL_CONFIG``); only the weights come from a training run.
 """
 
@@ -12,12 +12,12 @@ from pathlib import Path
 
 import yaml
 
+from build_tools.archive import package
 from core.paths import MODEL_STORE, ONNX_DIR, ROOT
 from core.photos import default_parity_photo
-from export.archive import package
 from export.models import FAST_MODEL_CONFIG
 from export.onnx_export import export_style
-from export.weights import load_pytorch_examples
+from networks import load_pytorch_examples
 
 #: TorchServe model names (and this project's allowed_urls pattern) admit only these.
 NAME = re.compile(r"^[A-Za-z0-9_-]+$")

@@ -22,9 +22,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from core import codec
-from export.networks import SizePreserving, TransformerNet
-from lossnet import FP32, VGG, LossNetwork, load_vgg, random_vgg
+from lossnet import FP32, VGG, LossNetwork, load_vgg
 from lossnet import Precision as LossPrecision
+from networks import SizePreserving, TransformerNet
 from train import checkpoint, distributed
 from train.dataset import ContentImages, load_style_image, read_image, to_tensor
 from train.distributed import Precision, Runtime
@@ -71,7 +71,6 @@ class TrainSettings:
     sample_image: Path | None = None  # default: a real photo shipped with matplotlib
     sample_size: int = 512
     rank_digests: bool = False  # each rank writes rank<r>.sha256 of its final weights
-    random_loss_network_for_tests: bool = False  # TEST-ONLY: random VGG weights, not style transfer
 
     def __post_init__(self):
         self.name = self.name or Path(self.style_image).stem
@@ -104,11 +103,7 @@ class Result:
 
 
 def load_loss_network(settings: TrainSettings) -> VGG:
-    """The frozen VGG the losses are measured with (random weights only for the test-only flag)."""
-    if settings.random_loss_network_for_tests:
-        log.warning("RANDOM-WEIGHT %s loss network (--random-loss-network-for-tests): not style transfer",
-                    settings.loss_network)
-        return random_vgg(settings.loss_network, seed=0)
+    """The frozen VGG the losses are measured with: verified ImageNet weights (``lossnet``)."""
     vgg = load_vgg(settings.loss_network, settings.loss_weights)
     log.info("loss network %s from %s", vgg.label, vgg.source)
     return vgg
@@ -158,16 +153,22 @@ class SampleWriter:
         return path
 
 
-def train(settings: TrainSettings) -> Result:
-    """Runs (or resumes) training to the requested step; returns where the weights are."""
+def train(settings: TrainSettings, loss_network: VGG | None = None) -> Result:
+    """Runs (or resumes) training to the requested step; returns where the weights are.
+
+    ``loss_network``: measure the losses with this VGG instead of loading
+    ``settings.loss_network``'s weights (the tests pass one with random weights); it must be
+    that architecture, which the checkpoint records."""
+    if loss_network is not None and loss_network.arch.name != settings.loss_network:
+        raise ValueError(f"loss_network is {loss_network.arch.name}, but the settings ask for {settings.loss_network}")
     runtime = distributed.setup(settings.device)
     try:
-        return _train(settings, runtime)
+        return _train(settings, runtime, loss_network)
     finally:
         distributed.teardown()
 
 
-def _train(settings: TrainSettings, runtime: Runtime) -> Result:
+def _train(settings: TrainSettings, runtime: Runtime, loss_network: VGG | None) -> Result:
     torch.manual_seed(settings.seed)
     save_dir = Path(settings.save_dir)
     dataset = ContentImages(settings.dataset, settings.image_size, settings.augment)
@@ -182,7 +183,9 @@ def _train(settings: TrainSettings, runtime: Runtime) -> Result:
     total_steps = settings.max_steps or settings.epochs * steps_per_epoch
 
     net = TransformerNet().to(runtime.device)
-    vgg = load_loss_network(settings)
+    vgg = loss_network or load_loss_network(settings)
+    if loss_network is not None:
+        log.info("loss network %s (given by the caller)", vgg.source)
     precision = Precision.choose(runtime.device, settings.precision, vgg)
     loss_fn = build_loss(settings, runtime.device, vgg, precision.lossnet_precision)
     optimizer = torch.optim.Adam(net.parameters(), lr=settings.learning_rate)

@@ -1,4 +1,5 @@
-"""Packages a served model into a TorchServe ``.mar`` with torch-model-archiver.
+"""Packages a served model into a TorchServe ``.mar`` with torch-model-archiver: the one
+archiver every builder uses (``export``, ``optimize.archive``, ``train.export``).
 
 An archive is self-contained: handler, the ``core`` modules it runs, model file and model
 config travel inside it, so a stock TorchServe with the pinned Python packages serves it
@@ -17,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from core.paths import ROOT
-from core.tiling import bundle_path
+from core.tiling_program import bundle_path
 
 CORE = ROOT / "core"
 
@@ -64,7 +65,7 @@ def package(
 ) -> Path:
     """Builds ``out_dir/<name>.mar``; ``extra`` files and package folders land beside the
     handler inside the archive (folders keep their name, so ``import core`` works). A
-    model's tiling bundle (``core.tiling.bundle_path``), when the export wrote one, goes
+    model's tiling bundle (``core.tiling_program.bundle_path``), when the export wrote one, goes
     along with it: without it, serving would need the ``onnx`` package to tile."""
     out_dir.mkdir(parents=True, exist_ok=True)
     if model_file is not None and bundle_path(model_file).is_file():
