@@ -8,7 +8,6 @@ shapes (a multipart POST, streamed lines), not another dependency.
 from __future__ import annotations
 
 import json
-import os
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,11 +20,11 @@ from typing import Any
 from PIL import Image
 
 from app import local
-from core import codec
+from core import codec, settings
 from core.style_options import PARAMS
 from stylize.models import ModelError
 
-DEFAULT_SERVER_URL = "http://127.0.0.1:8080"
+DEFAULT_SERVER_URL = settings.default("STYLE_SERVER_URL")
 #: TorchServe's default management port, assumed on the inference URL's host unless
 #: ``$STYLE_MANAGEMENT_URL`` says otherwise.
 DEFAULT_MANAGEMENT_PORT = 8081
@@ -82,13 +81,13 @@ class Outcome:
 
 def server_url() -> str:
     """``$STYLE_SERVER_URL`` (the TorchServe inference address), else the local default."""
-    return normalize_url(os.environ.get("STYLE_SERVER_URL") or DEFAULT_SERVER_URL)
+    return normalize_url(settings.env("STYLE_SERVER_URL"))
 
 
 def management_url(inference_url: str) -> str:
     """``$STYLE_MANAGEMENT_URL`` (the TorchServe management address), else the inference
     URL's host on TorchServe's default management port."""
-    explicit = os.environ.get("STYLE_MANAGEMENT_URL")
+    explicit = settings.env("STYLE_MANAGEMENT_URL")
     if explicit:
         return normalize_url(explicit)
     parts = urllib.parse.urlsplit(normalize_url(inference_url))
@@ -110,7 +109,7 @@ def _headers(content_type: str | None = None, token_variable: str = INFERENCE_TO
     headers = {"Accept": "image/png, application/json"}
     if content_type:
         headers["Content-Type"] = content_type
-    token = os.environ.get(token_variable)
+    token = settings.env(token_variable)
     if token:
         headers["Authorization"] = f"Bearer {token}"
     return headers

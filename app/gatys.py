@@ -35,10 +35,11 @@ from app.client import (
     why,
 )
 from core import codec
+from core.settings import RESPONSE_TIMEOUT_S
 from core.style_options import finish
 
-#: The gatys model's response timeout is 300 s (its own time budget stops it before that).
-TIMEOUT_S = 330.0
+#: Longer than the gatys model's response timeout (its own time budget stops it before that).
+TIMEOUT_S = RESPONSE_TIMEOUT_S + 30.0
 
 
 @dataclass(frozen=True)

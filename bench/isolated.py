@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import resource
 import subprocess
 import sys
 
+from core import settings
 from core.paths import ROOT
 
 MARKER = "BENCH-RESULT "
@@ -29,7 +29,7 @@ def run(target: str, timeout: float = 3600, **kwargs) -> dict:
     command = [sys.executable, "-m", "bench.isolated", target, json.dumps(kwargs)]
     try:
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                              env={**settings.process_environment(), "PYTHONWARNINGS": "ignore"})
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f}s"}
     lines = [line for line in done.stdout.splitlines() if line.startswith(MARKER)]

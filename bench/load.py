@@ -11,8 +11,9 @@ steady load only). Reports answered and unanswered requests, status counts, late
 percentiles, the server's resident memory (peak, sampled) and workers killed.
 
 ``kills`` serves copies of one style archive under test names, with the current code and
-changed model configs (``derived_archive``), on a server whose test-only pause points
-(``core.fault_points``) are armed, so each kill lands in the phase it names:
+changed model configs (``derived_archive``), on a server whose workers load the test-only
+pause points (``tests/support/fault_points.py``, a worker plugin), so each kill lands in the
+phase it names:
 
 - ``idle``: the worker waits for work; requests arrive while it is dead and restarting;
 - ``loading``: the replacement worker is killed inside ``initialize``, requests queued;
@@ -49,9 +50,10 @@ import requests
 import yaml
 from PIL import Image
 
-from core import fault_points
+from core import settings
 from core.paths import MODEL_STORE, ROOT
 from core.photos import content_photos, photo
+from tests.support import fault_points
 
 #: Seconds a client waits before it calls a request unanswered.
 CLIENT_TIMEOUT_S = 400.0
@@ -400,7 +402,7 @@ def kill_server(runtime: Path, holds: Path):
     store = runtime / "store"
     for name, overrides in KILL_MODELS.items():
         derived_archive(MODEL_STORE / "wave.mar", store, name, overrides)
-    return Server(runtime / "server", store, free_ports(), env={fault_points.HOLD_ENV: str(holds)})
+    return Server(runtime / "server", store, free_ports(), env=fault_points.worker_env(holds))
 
 
 def kills(rounds: int = 3) -> dict:
@@ -535,16 +537,17 @@ def _calibrate_here(side: int, style: str) -> None:
 def gatys_beside(duration: float = 30.0, styles: tuple[str, ...] = ("udnie", "wave")) -> dict:
     """Fast-style latency (192 px photos, concurrency 2) alone, then with one Gatys request
     (256 px, until its ``max_seconds``) running. The Gatys worker gets random-weight VGG19
-    test weights when no real ones are configured: the speed is the same, the image is not."""
+    test weights (tests/support) when no real ones are configured: the speed is the same,
+    the image is not."""
     from server.launch import Server, free_ports
 
     with tempfile.TemporaryDirectory() as folder:
         env = {}
-        if not os.environ.get("STYLE_VGG19_WEIGHTS"):
-            import lossnet
+        if not settings.env("STYLE_VGG19_WEIGHTS"):
+            from tests.support.random_vgg import TEST_OPT_IN_ENV, write_random_weights
 
-            weights = lossnet.write_random_weights(Path(folder) / "vgg19-random.pth", "vgg19", seed=0)
-            env = {"STYLE_VGG19_WEIGHTS": str(weights), **lossnet.TEST_OPT_IN_ENV}
+            weights = write_random_weights(Path(folder) / "vgg19-random.pth", "vgg19", seed=0)
+            env = {"STYLE_VGG19_WEIGHTS": str(weights), **TEST_OPT_IN_ENV}
         server = Server(Path(folder) / "server", ROOT / "model_store", free_ports(), env=env)
         server.start()
         try:

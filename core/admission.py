@@ -8,7 +8,8 @@ server's temp folder; reservations of dead worker processes are dropped on every
 What does not fit waits up to ``wait_s`` for room, then gets ``Overloaded`` (503, JSON naming
 the reason, ``Retry-After``).
 
-Cost model (``Settings``, each overridable by a ``STYLE_ADMISSION_*`` variable):
+Cost model (``Settings``, each overridable by a ``STYLE_ADMISSION_*`` variable declared in
+``core.settings``):
 
 - a fast-style request of ``p`` pixels is ``p * core_seconds_per_megapixel / 1e6``
   core-seconds of work and ``p * bytes_per_pixel`` bytes of memory;
@@ -40,19 +41,21 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import psutil
 
-from core import fault_points
+from core import hooks
 from core.errors import Overloaded
+from core.settings import RESPONSE_TIMEOUT_S, default
+from core.settings import env as setting
 
 ENV_PREFIX = "STYLE_ADMISSION_"
 LEDGER_NAME = "style-admission.json"
 #: The responseTimeout of a model whose config sets none: ``default_response_timeout`` in
 #: config.properties (a test checks they agree; workers cannot read that file).
-DEFAULT_RESPONSE_TIMEOUT_S = 300.0
+DEFAULT_RESPONSE_TIMEOUT_S = float(RESPONSE_TIMEOUT_S)
 
 
 def machine_cpus() -> float:
@@ -85,38 +88,34 @@ class Settings:
     ``machine_cpus``/``machine_memory``; ``memory_fraction`` of the memory goes to heavy
     work, the rest is the idle server and headroom); the per-pixel costs are measured by
     ``python -m bench.load --mode calibrate`` and rounded up; the time cost about twice what
-    a quiet machine shows, so a machine shared with other work still finishes in time."""
+    a quiet machine shows, so a machine shared with other work still finishes in time.
+    Each field is the variable ``STYLE_ADMISSION_<FIELD>``; its default is declared there."""
 
     cpus: float = field(default_factory=machine_cpus)
-    memory_bytes: int = 0  # 0: memory_fraction of machine_memory()
-    memory_fraction: float = 0.5
-    core_seconds_per_megapixel: float = 12.0
-    bytes_per_pixel: float = 350.0
-    gatys_bytes_per_pixel: float = 4000.0
-    wait_s: float = 10.0
-    margin_s: float = 20.0
-    heavy_pixels: int = 1_000_000
-    reserve: float = 0.2
-    ledger: str = ""  # "": style-admission.json in the server's temp folder
+    memory_bytes: int = default("STYLE_ADMISSION_MEMORY_BYTES")  # 0: memory_fraction of machine_memory()
+    memory_fraction: float = default("STYLE_ADMISSION_MEMORY_FRACTION")
+    core_seconds_per_megapixel: float = default("STYLE_ADMISSION_CORE_SECONDS_PER_MEGAPIXEL")
+    bytes_per_pixel: float = default("STYLE_ADMISSION_BYTES_PER_PIXEL")
+    gatys_bytes_per_pixel: float = default("STYLE_ADMISSION_GATYS_BYTES_PER_PIXEL")
+    wait_s: float = default("STYLE_ADMISSION_WAIT_S")
+    margin_s: float = default("STYLE_ADMISSION_MARGIN_S")
+    heavy_pixels: int = default("STYLE_ADMISSION_HEAVY_PIXELS")
+    reserve: float = default("STYLE_ADMISSION_RESERVE")
+    ledger: str = default("STYLE_ADMISSION_LEDGER")  # "": style-admission.json in the server's temp folder
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Reads ``STYLE_ADMISSION_<FIELD>`` overrides; a bad value raises ``ValueError``
-        naming the variable, so a worker refuses to start rather than misjudge its load."""
-        env = os.environ if env is None else env
+        """Reads ``STYLE_ADMISSION_<FIELD>`` overrides (``env``: default this process's
+        environment); a bad value raises ``ValueError`` naming the variable, so a worker
+        refuses to start rather than misjudge its load."""
         values: dict = {}
-        for name, default in asdict(cls(cpus=1.0)).items():
+        for name in (f.name for f in fields(cls)):
             variable = ENV_PREFIX + name.upper()
-            raw = env.get(variable)
-            if raw in (None, ""):
+            value = setting(variable, env)
+            if value is None:  # cpus: the machine's
                 continue
-            kind = type(default)
-            try:
-                value = kind(raw) if kind is not int else int(float(raw))
-            except ValueError:
-                raise ValueError(f"${variable} must be a {kind.__name__}, got {raw!r}") from None
-            if kind is not str and not (value >= 0 and math.isfinite(value)):
-                raise ValueError(f"${variable} must be zero or more, got {raw!r}")
+            if not isinstance(value, str) and not (value >= 0 and math.isfinite(value)):
+                raise ValueError(f"${variable} must be zero or more, got {value!r}")
             values[name] = value
         settings = cls(**values)
         for name in ("cpus", "core_seconds_per_megapixel", "bytes_per_pixel", "memory_fraction"):
@@ -280,7 +279,7 @@ class Admission:
         """Reads and checks the settings at worker start-up (``ValueError`` naming the setting):
         the budget must be positive and, on an idle server, the largest image the handler
         accepts (``max_pixels``) must fit, or it could never be painted."""
-        fault_points.reached("loading", model)
+        hooks.worker_starting(model, env)  # every worker passes here first: plugins load now
         settings = Settings.from_environment(env)
         timeout = float((model_config or {}).get("responseTimeout", DEFAULT_RESPONSE_TIMEOUT_S))
         admission = cls(settings, model, timeout, threads)
@@ -341,7 +340,7 @@ class Admission:
                 )
             self._sleep(min(0.25, self.settings.wait_s - waited))
         try:
-            fault_points.reached("admitted", self.model)
+            hooks.reached("admitted", self.model)
             yield self._clock() - started
         finally:
             self.ledger.release(reservation.key)

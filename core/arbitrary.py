@@ -14,14 +14,13 @@ vector -> painting, at the photo's own size). Per request it
    blend (Ghiasi's identity interpolation: 0 is close to the photo, restyled by itself);
 4. paints, with ``preserve_colors`` applied as on the other fast styles.
 
-Shared by the TorchServe handler (``handlers/arbitrary.py``), the KServe predictor, the CLI
+Shared by the fast-style service (``core.fast_service``: TorchServe and KServe), the CLI
 and the app.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -36,7 +35,8 @@ from core import codec, engines
 from core.codec import Limits
 from core.errors import InputError
 from core.multistyle import refuse_tiling, whole_images_only
-from core.request import Param
+from core.request import MISSING_STYLE, Param
+from core.settings import MAX_INPUT_PIXELS
 from core.style_options import PARAMS as FAST_PARAMS
 
 STYLE_INPUT = "style_vector"
@@ -48,7 +48,7 @@ PREDICTOR_MULTIPLE = 32
 PREDICTOR_FILE = "arbitrary_predict.onnx"
 TRANSFORM_FILE = "arbitrary_transform.onnx"
 #: Style images: the upload limit only (they are shrunk to ``style_size`` after decoding).
-STYLE_LIMITS = Limits(max_input_pixels=64_000_000, max_pixels=64_000_000)
+STYLE_LIMITS = Limits(max_input_pixels=MAX_INPUT_PIXELS, max_pixels=MAX_INPUT_PIXELS)
 #: The endpoint's parameters. ``strength`` here moves along the style vector, not a pixel fade.
 PARAMS = {
     **FAST_PARAMS,
@@ -57,27 +57,6 @@ PARAMS = {
     "style_size": Param(int, STYLE_SIZE, low=64, high=1024,
                         help="side the style image is read at (rounded down to a multiple of 32)"),
 }
-#: Style image fields: ``style``, ``style_2``, ... (multipart); ``styles[i]`` (JSON list).
-_STYLE_FIELD = re.compile(r"style(?:_(\d+))?|styles(?:\[(\d+)\])?")
-
-
-def is_image_field(name: str) -> bool:
-    """``content``; ``style``, ``style_2``, ... (multipart); ``styles`` / ``styles[i]`` (JSON)."""
-    return name == "content" or _STYLE_FIELD.fullmatch(name) is not None
-
-
-def style_fields(images: Mapping[str, bytes]) -> list[str]:
-    """Style image field names in the client's order: style, style_2, ..., styles[i]."""
-
-    def order(name: str) -> tuple[int, int]:
-        match = _STYLE_FIELD.fullmatch(name)
-        if name.startswith("styles"):
-            return (1, int(match.group(2) or 0))
-        return (0, int(match.group(1) or 1))
-
-    return sorted((name for name in images if name != "content"), key=order)
-
-
 def blend_weights(count: int, weights: Sequence[float] | None) -> np.ndarray:
     """One non-negative weight per style, normalised; equal weights when none are given."""
     if weights is None:
@@ -134,7 +113,7 @@ class StyleVectorCache:
 
 @dataclass(frozen=True)
 class StyleRequest:
-    """What one request asks for besides the photo (``from_parsed`` validates it)."""
+    """What one request asks for besides the photo (``of`` checks it)."""
 
     styles: tuple[bytes, ...]
     weights: np.ndarray
@@ -142,12 +121,12 @@ class StyleRequest:
     style_size: int
 
     @classmethod
-    def from_parsed(cls, images: Mapping[str, bytes], params: Mapping[str, Any]) -> StyleRequest:
-        names = style_fields(images)
-        if not names:
-            raise InputError("missing style image: send a 'style' file field (JSON: \"styles\": [b64, ...])")
-        weights = blend_weights(len(names), params.get("style_weights"))
-        return cls(tuple(images[n] for n in names), weights, float(params["strength"]), int(params["style_size"]))
+    def of(cls, styles: Sequence[bytes], params: Mapping[str, Any]) -> StyleRequest:
+        """The style images of a request (in the client's order) and its checked parameters."""
+        if not styles:
+            raise InputError(MISSING_STYLE)
+        weights = blend_weights(len(styles), params.get("style_weights"))
+        return cls(tuple(styles), weights, float(params["strength"]), int(params["style_size"]))
 
 
 class ArbitraryStylizer:
@@ -163,7 +142,7 @@ class ArbitraryStylizer:
 
     @classmethod
     def open(cls, model_dir: str | Path, settings=None, gpu_id: int | None = None, cache_size: int = 256,
-             max_style_input_pixels: int = 64_000_000) -> ArbitraryStylizer:
+             max_style_input_pixels: int = MAX_INPUT_PIXELS) -> ArbitraryStylizer:
         """Both networks from ``model_dir``. The predictor runs on ONNX Runtime fp32 (small, and
         its output is a vector, not an image to measure by PSNR); the transformer's engine is
         chosen by measurement with a real style vector, and it never tiles."""

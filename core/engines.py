@@ -18,7 +18,6 @@ from the CPU's name.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 import onnxruntime as ort
 
 from core.onnx_session import session_options
+from core.settings import thread_count
 
 BACKENDS = ("onnxruntime", "openvino")
 PRECISIONS = ("fp32", "bf16", "int8", "fp16")
@@ -153,8 +153,9 @@ def candidates(float_path: Path, gpu_id: int | None = None) -> list[Candidate]:
 def open_engine(model: Path | bytes, candidate: Candidate, threads: int = 0, shared_arena: bool = False) -> Engine:
     """Loads ``model`` (a file, or a serialized graph such as a tiling stage) for ``candidate``.
 
-    ``threads`` 0 means every core. ``shared_arena`` (ONNX Runtime) makes many sessions that
-    run one after another share one memory arena, as the tiling stages do.
+    ``threads`` 0 means every core (``core.settings.thread_count``). ``shared_arena`` (ONNX
+    Runtime) makes many sessions that run one after another share one memory arena, as the
+    tiling stages do.
     """
     if candidate.backend == "onnxruntime":
         return OrtEngine(model, candidate, threads, shared_arena)
@@ -163,15 +164,11 @@ def open_engine(model: Path | bytes, candidate: Candidate, threads: int = 0, sha
     raise ValueError(f"unknown backend {candidate.backend!r}; use one of {', '.join(BACKENDS)}")
 
 
-def _threads(threads: int) -> int:
-    return threads or os.cpu_count() or 1
-
-
 class OrtEngine:
     """ONNX Runtime: CPU, or CUDA on the device the candidate names."""
 
     def __init__(self, model: Path | bytes, candidate: Candidate, threads: int = 0, shared_arena: bool = False):
-        options = session_options(_threads(threads))
+        options = session_options(threads)
         if shared_arena:
             _use_shared_arena(options)
         providers: list = ["CPUExecutionProvider"]
@@ -206,7 +203,8 @@ class OpenVinoEngine:
             hint = self.HINTS[candidate.precision]
         config["INFERENCE_PRECISION_HINT"] = hint
         if device == "CPU":
-            config.update({"INFERENCE_NUM_THREADS": _threads(threads), "NUM_STREAMS": 1, "ENABLE_CPU_PINNING": False})
+            config.update({"INFERENCE_NUM_THREADS": thread_count(threads), "NUM_STREAMS": 1,
+                           "ENABLE_CPU_PINNING": False})
         self.compiled = core.compile_model(graph, device, config)
         self.candidate = candidate
         self.input_names = tuple(port.get_any_name() for port in self.compiled.inputs)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import os
-
 import onnxruntime as ort
+
+from core.settings import thread_count
 
 
 def session_options(intra_op_threads: int) -> ort.SessionOptions:
-    """CPU serving settings: no busy-waiting threads (workers share the cores), all graph
-    optimizations, and the memory-pattern planner off since every image size differs."""
+    """CPU serving settings: ``intra_op_threads`` threads (0 = every core, as everywhere), no
+    busy-waiting threads (workers share the cores), all graph optimizations, and the
+    memory-pattern planner off since every image size differs."""
     options = ort.SessionOptions()
-    cores = os.cpu_count() or 1
-    options.intra_op_num_threads = intra_op_threads or max(1, cores // 2)
+    options.intra_op_num_threads = thread_count(intra_op_threads)
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -8,8 +8,9 @@ through ``core.photos``, which falls back to a photo that ships with matplotlib.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from core import settings
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD_DIR = ROOT / "build"
@@ -17,11 +18,11 @@ ONNX_DIR = BUILD_DIR / "onnx"  # exported networks and their derived files (scri
 SERVER_DIR = BUILD_DIR / "server"  # config, logs and temp files of `python -m server`
 MODEL_STORE = ROOT / "model_store"  # the .mar archives TorchServe serves
 # Real weights, photos and paintings that are not part of the repository (their licences differ).
-SHARED_DIR = Path(os.environ.get("STYLE_SHARED_DIR") or ROOT.parent / "shared")
+SHARED_DIR = settings.env("STYLE_SHARED_DIR") or ROOT.parent / "shared"
 BENCH_RESULTS = ROOT / "bench" / "results"  # what `python -m bench` measured (README quotes it)
 
 
 def weights_cache() -> Path:
     """Where fetched weights live (style networks, the VGG loss network): ``$STYLE_WEIGHTS_CACHE``,
     else ``~/.cache/style-transfer/weights``. A function, so a test's environment applies."""
-    return Path(os.environ.get("STYLE_WEIGHTS_CACHE") or Path.home() / ".cache" / "style-transfer" / "weights")
+    return settings.env("STYLE_WEIGHTS_CACHE")

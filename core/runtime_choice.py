@@ -9,13 +9,13 @@ in the runtime folder, keyed by the model file, the CPU and the libraries, so a 
 worker opens only the chosen engine.
 
 Settings (model config ``handler.<name>``; the ``STYLE_<NAME>`` environment variable wins,
-so an operator can retune a deployed archive):
+so an operator can retune a deployed archive; both declared in ``core.settings``):
 
 - ``backend``: ``auto`` | ``onnxruntime`` | ``openvino``;
 - ``precision``: ``auto`` | ``fp32`` | ``bf16`` | ``int8`` | ``fp16``;
 - ``min_psnr_db``: the floor (default 45 dB with ``precision: auto``, so int8 is chosen only
   when asked for; with an explicit precision, that precision's own floor);
-- ``threads``: CPU threads per engine (0 = every core).
+- ``threads``: CPU threads per engine (0 = every core, ``core.settings.thread_count``).
 
 Asked-for settings that cannot be met stop the worker with a message naming the setting;
 ``auto`` never fails for lack of an instruction set: ONNX Runtime fp32 is always a candidate.
@@ -37,10 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
-from core import cpu, engines
+from core import cpu, engines, settings
 from core.checksums import sha256_of
 from core.engines import PRECISIONS, REFERENCE, Candidate, Engine
 from core.files import atomic_write
+from core.settings import SettingError as SettingError  # re-exported: callers catch it from here
 
 logger = logging.getLogger(__name__)
 
@@ -58,10 +59,6 @@ CACHE_ENV = "STYLE_RUNTIME_DIR"
 CACHE_VERSION = 1
 
 
-class SettingError(ValueError):
-    """A runtime setting is malformed or cannot be met here; the message names it."""
-
-
 @dataclass(frozen=True)
 class RuntimeSettings:
     backend: str = AUTO
@@ -70,13 +67,15 @@ class RuntimeSettings:
     threads: int = 0
 
     @classmethod
-    def from_config(cls, config: Mapping | None = None, env: Mapping[str, str] = os.environ) -> RuntimeSettings:
-        """Reads ``config`` (a model config's ``handler`` section), the environment winning."""
+    def from_config(cls, config: Mapping | None = None, env: Mapping[str, str] | None = None) -> RuntimeSettings:
+        """Reads ``config`` (a model config's ``handler`` section), the environment (default:
+        this process's) winning."""
         config = config or {}
 
         def setting(name: str) -> tuple[object, str]:
-            from_env = env.get(f"STYLE_{name.upper()}")
-            return (from_env, f"$STYLE_{name.upper()}") if from_env else (config.get(name), f"handler.{name}")
+            variable = f"STYLE_{name.upper()}"
+            from_env = settings.env(variable, env)
+            return (from_env, f"${variable}") if from_env is not None else (config.get(name), f"handler.{name}")
 
         def choice(name: str, allowed: tuple[str, ...]) -> str:
             raw, source = setting(name)
@@ -247,8 +246,9 @@ def _openvino_version() -> str | None:
         return None
 
 
-def cache_dir(env: Mapping[str, str] = os.environ) -> Path:
-    return Path(env.get(CACHE_ENV) or Path.home() / ".cache" / "style-transfer" / "runtime")
+def cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """``$STYLE_RUNTIME_DIR``, else ``~/.cache/style-transfer/runtime``."""
+    return settings.env(CACHE_ENV, env) or Path.home() / ".cache" / "style-transfer" / "runtime"
 
 
 @contextmanager

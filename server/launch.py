@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from core import settings
 from core.paths import ROOT
 
 TORCHSERVE = Path(sys.executable).with_name("torchserve")
@@ -95,22 +96,25 @@ def _properties_escape(value: str) -> str:
 
 def torchserve_env(runtime_dir: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment one instance runs in: its PID file (``$TMPDIR``), worker sockets
-    (``$TEMP``) and logs inside ``runtime_dir``, so instances never share them."""
+    (``$TEMP``) and logs inside ``runtime_dir``, so instances never share them. An unknown
+    ``STYLE_*`` variable in it is refused here (``SettingError``), not in every worker."""
     tmp = runtime_dir / "tmp"
     logs = runtime_dir / "logs"
     for folder in (tmp, logs):
         folder.mkdir(parents=True, exist_ok=True)
-    return {
+    env = {
         # Where each worker caches its measured engine choice (core.runtime_choice), so a
         # restarted worker opens the chosen engine at once; an explicit setting wins.
         "STYLE_RUNTIME_DIR": str(runtime_dir / "runtime-choice"),
-        **os.environ,
+        **settings.process_environment(),
         **(extra or {}),
         "TMPDIR": str(tmp),
         "TEMP": str(tmp),
         "LOG_LOCATION": str(logs),
         "METRICS_LOCATION": str(logs),
     }
+    settings.check_environment(env)
+    return env
 
 
 def pid_file(runtime_dir: Path) -> Path:

@@ -26,11 +26,10 @@ from lossnet import (
     find_weights,
     gram,
     load_vgg,
-    random_vgg,
-    write_random_weights,
 )
 from optimize.losses import Objective
 from optimize.transfer import TransferSettings, level_sizes, stylize, to_tensor
+from tests.support.random_vgg import random_vgg, write_random_weights
 
 from .conftest import SHARED
 

@@ -19,9 +19,10 @@ from PIL import Image
 from ts.context import Context, RequestProcessor
 
 from handlers.gatys import GatysHandler
-from lossnet import ARCHITECTURES, ENV_ALLOW_UNVERIFIED, write_random_weights
+from lossnet import ARCHITECTURES, ENV_ALLOW_UNVERIFIED
 from lossnet import weights as lossnet_weights
 from optimize.serving import ServingLimits
+from tests.support.random_vgg import write_random_weights
 
 from .conftest import SHARED, ts_metrics
 

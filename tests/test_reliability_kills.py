@@ -7,8 +7,9 @@ One server for the module, serving copies of the ``wave`` archive with this chec
 - ``three``: the same with three workers, for the burst (the ledger is server-wide);
 - ``batched``: batchSize 4 and a 5 s maxBatchDelay, the setting this project does not ship.
 
-Kills land in the phase they name: the test arms a pause point (``core.fault_points``),
-reads the PID of the worker paused there and kills exactly it. The admission bound is shrunk
+Kills land in the phase they name: the test arms a pause point (``tests/support/fault_points.py``,
+a worker plugin of the test server), reads the PID of the worker paused there and kills
+exactly it. The admission bound is shrunk
 to a memory budget of two 256x256 photos (plus room for one small one), so the burst is
 small and fast; settings of the real bound are checked in tests/test_admission.py.
 """
@@ -21,8 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from bench import load
-from core import fault_points
 from server.launch import Server, free_ports
+from tests.support import fault_points
 
 TEST_HANDLER = {"handler": {"max_pixels": 300 * 300}}
 MODELS = {
@@ -56,7 +57,7 @@ def kill_server(built_store, tmp_path_factory, holds):
     store = runtime / "store"
     for name, overrides in MODELS.items():
         load.derived_archive(built_store / "wave.mar", store, name, overrides)
-    instance = Server(runtime / "server", store, free_ports(), env={fault_points.HOLD_ENV: str(holds), **ADMISSION_ENV})
+    instance = Server(runtime / "server", store, free_ports(), env={**fault_points.worker_env(holds), **ADMISSION_ENV})
     instance.start()
     try:
         instance.wait_ready(timeout=300)
