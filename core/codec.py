@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.errors import InputError, NotAnImage
+from core.settings import MAX_INPUT_PIXELS, MAX_PIXELS
 
 __all__ = ["InputError", "Limits", "decode", "encode", "to_array", "from_array", "parse_format", "format_from_accept"]
 
@@ -34,8 +35,8 @@ class Limits:
     """Size guards. ``max_input_pixels`` is checked from the header, before decoding, so
     a decompression bomb costs nothing; ``max_pixels`` bounds what the network runs on."""
 
-    max_input_pixels: int = 64_000_000
-    max_pixels: int = 4096 * 4096
+    max_input_pixels: int = MAX_INPUT_PIXELS
+    max_pixels: int = MAX_PIXELS
 
 
 def decode(data: bytes | bytearray, limits: Limits = Limits(), max_side: int | None = None) -> Image.Image:
@@ -69,14 +70,20 @@ def decode(data: bytes | bytearray, limits: Limits = Limits(), max_side: int | N
         raise
     except Exception as error:  # Pillow raises many types for corrupt data.
         raise InputError(f"image data is corrupt or truncated ({error})") from None
-    if max_side is not None:
-        rgb = fit_max_side(rgb, max_side)
-    if rgb.width * rgb.height > limits.max_pixels:
-        raise too_large(rgb.size, limits.max_pixels, "; downscale it or pass max_side")
+    rgb = fit(rgb, limits, max_side)
     # The photo's metadata (EXIF, ICC profile, comments, XMP) stays here: paintings built from
     # it (a strength blend copies the photo's info) must never carry it to the client.
     rgb.info = {}
     return rgb
+
+
+def fit(image: Image.Image, limits: Limits, max_side: int | None = None) -> Image.Image:
+    """A decoded image downscaled to ``max_side``, refused (413) if still over ``max_pixels``."""
+    if max_side is not None:
+        image = fit_max_side(image, max_side)
+    if image.width * image.height > limits.max_pixels:
+        raise too_large(image.size, limits.max_pixels, "; downscale it or pass max_side")
+    return image
 
 
 def too_large(size: tuple[int, int], limit: int, tail: str = "") -> InputError:

@@ -1,7 +1,8 @@
-"""The two kinds of failure a request can meet, each answered as JSON with its status.
+"""The kinds of failure a request can meet, each answered as JSON with its status.
 
 ``InputError``: the client got something wrong (4xx, the message names the problem).
 ``Overloaded``: the server cannot take the work now (503 with ``Retry-After``).
+``Unavailable``: this server lacks what the request needs until an operator supplies it (501).
 ``ServerFault``: something failed on our side (500); never blamed on the request.
 """
 
@@ -57,6 +58,17 @@ class ServerFault(Exception):
         return {"code": self.status, "type": self.kind, "message": str(self)}
 
 
+class Unavailable(Exception):
+    """This server cannot perform the request until an operator supplies something (501);
+    the message says what and how (``optimize.serving.LossNetworkUnavailable`` says why 501)."""
+
+    kind = "ModelUnavailable"
+    status = 501
+
+    def as_json(self) -> dict:
+        return {"code": self.status, "type": self.kind, "message": str(self)}
+
+
 class Overloaded(Exception):
     """The server cannot take this work now (``core.admission``): answered 503 with
     ``Retry-After``; ``reason`` names the exhausted resource (memory, time, cpu)."""
@@ -72,3 +84,7 @@ class Overloaded(Exception):
     def as_json(self) -> dict:
         return {"code": self.status, "type": self.kind, "message": str(self), "reason": self.reason,
                 "retry_after_s": self.retry_after}
+
+
+#: Every failure answered with its own status and JSON body (``status``, ``as_json()``).
+Refusal = InputError | Overloaded | Unavailable | ServerFault

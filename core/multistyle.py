@@ -3,7 +3,7 @@
 A style is given as an index (``"19"``), a name (``"starry_swirl"``, see ``STYLE_NAMES``), a
 blend of either (``"3:0.5,12:0.5"``), or 26 numbers (``style_weights``). Whatever the form,
 ``parse_style`` returns the weights the graph's ``style_weights`` input takes: non-negative,
-summing to 1. Shared by the TorchServe handler, the KServe predictor, the CLI and the app.
+summing to 1. Shared by the fast-style service (``core.fast_service``), the CLI and the app.
 """
 
 from __future__ import annotations
@@ -95,15 +95,6 @@ def parse_style(spec: str | int | Sequence[float] | Mapping[int | str, float] | 
             raise InputError(f"style_weights needs {NUM_STYLES} numbers, got {values.size}")
         weights = values
     return _normalised(weights, spec)
-
-
-def with_text_style(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A request row whose JSON body gives ``"style": 19`` (a number) as ``"19"``, the text form
-    the ``style`` parameter parses (JSON clients naturally send the index as a number)."""
-    body = row.get("body")
-    if isinstance(body, Mapping) and isinstance(body.get("style"), int) and not isinstance(body["style"], bool):
-        return {**row, "body": {**body, "style": str(body["style"])}}
-    return dict(row)
 
 
 def style_from_params(params: Mapping[str, Any]) -> np.ndarray:

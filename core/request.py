@@ -1,29 +1,37 @@
-"""Reads one TorchServe request into image bytes and validated parameters.
+"""A request as every server hands it to a service: the photo, the style images, the parameters.
 
-TorchServe hands a handler one dict per request: a raw body arrives as ``body`` (already
-JSON-decoded when its Content-Type is ``application/json``), multipart form fields arrive
-under their own names, and query-string parameters arrive as fields too. This module turns
-all three shapes into the same ``ParsedRequest``, or an ``InputError`` naming the problem.
+Each protocol has its adapter that reads its wire format into a ``Request``: TorchServe's
+rows (multipart fields, a JSON body, a raw body, ``X-<Name>`` headers) in
+``core.torchserve``, KServe's Open Inference Protocol inputs and parameters in
+``predictor.protocol``. The services (``core.fast_service``, ``optimize.service``) check the
+parameters against their ``RequestForm``, so every server refuses the same request with the
+same message (an ``InputError`` naming the problem).
+
+One style-field convention for every server: the style images are the fields ``style``,
+``style_2``, ``style_3``, ... (multipart), the list ``styles`` (JSON), or the elements of the
+input ``style`` (KServe), in that order.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.codec import InputError
-from core.errors import NotAnImage, quote
+from PIL import Image
 
-#: Field names under which TorchServe delivers a raw (non-multipart) body.
-RAW_BODY_FIELDS = ("body", "data")
-#: The Content-Type curl sends with ``--data``/``--data-binary`` unless told otherwise.
-FORM_URLENCODED = "application/x-www-form-urlencoded"
+from core import codec
+from core.codec import InputError, Limits
+from core.errors import quote
+
 #: Unknown field names listed in a message; a form-decoded binary body makes hundreds.
 MAX_NAMES_SHOWN = 5
+#: The style image fields: ``style``, ``style_2``, ... and ``styles`` / ``styles[i]``.
+STYLE_FIELD = re.compile(r"style(?:_(\d+))?|styles(?:\[(\d+)\])?")
+MISSING_STYLE = "missing style image: send a 'style' file field (JSON: \"styles\": [b64, ...])"
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,8 @@ def _convert(kind: type, raw: Any) -> Any:
             raise ValueError(raw)
         return value
     if kind is str:
+        if isinstance(raw, int) and not isinstance(raw, bool):  # JSON and gRPC clients send a style index as a number
+            return str(raw)
         if not isinstance(raw, str):
             raise ValueError(raw)
         return raw.strip()
@@ -91,16 +101,62 @@ def _convert(kind: type, raw: Any) -> Any:
 
 
 @dataclass
-class ParsedRequest:
-    """Images by field name (raw bytes, still encoded) and parameters after validation."""
+class Request:
+    """One request, whatever server received it: the photo (encoded bytes, or pixels a
+    protocol delivered as such), the style images in the client's order, the parameters as
+    sent (the service checks them) and the media types the client accepts."""
 
-    images: dict[str, bytes] = field(default_factory=dict)
+    photo: bytes | Image.Image | None = None
+    styles: list[bytes] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
+    accept: str | None = None
 
-    def image(self, name: str) -> bytes:
-        if name not in self.images:
-            raise InputError(f"missing image field '{name}'")
-        return self.images[name]
+
+def style_position(name: str) -> tuple[int, int] | None:
+    """Where style field ``name`` stands in the client's order (``style``, ``style_2``, ...,
+    then ``styles[i]``); None when the name is no style field."""
+    match = STYLE_FIELD.fullmatch(name)
+    if match is None:
+        return None
+    if name.startswith("styles"):
+        return (1, int(match.group(2) or 0))
+    return (0, int(match.group(1) or 1))
+
+
+@dataclass(frozen=True)
+class RequestForm:
+    """What one model's requests carry: the photo's field (also the name a raw body
+    takes; ``aliases`` are other names it may come under), whether style images come
+    with it, and the parameters with their types and bounds."""
+
+    photo: str
+    params: Mapping[str, Param]
+    styles: bool = False
+    aliases: tuple[str, ...] = ()
+
+    def is_image_field(self, name: str) -> bool:
+        return name == self.photo or name in self.aliases or (self.styles and style_position(name) is not None)
+
+    def parse_params(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """Every parameter, checked and typed (its default when not sent); an unknown name is
+        an ``InputError`` that lists the known ones and says where the images go."""
+        unknown = sorted(set(raw) - set(self.params))
+        if unknown:
+            hint = f"the image goes in field '{self.photo}'"
+            if self.styles:
+                hint += ", style images in fields 'style', 'style_2', ..."
+            raise InputError(f"unknown parameter(s): {_names(unknown)}; known: {', '.join(self.params)}; {hint}")
+        return {name: spec.parse(name, raw[name]) if name in raw else spec.default
+                for name, spec in self.params.items()}
+
+    def photo_of(self, request: Request, limits: Limits, max_side: int | None) -> Image.Image:
+        """The request's photo, decoded (or as delivered) and checked against ``limits``,
+        downscaled to ``max_side``."""
+        if request.photo is None:
+            raise InputError(f"no image in the request: send it as the body or as field '{self.photo}'")
+        if isinstance(request.photo, Image.Image):
+            return codec.fit(request.photo, limits, max_side)
+        return codec.decode(request.photo, limits, max_side)
 
 
 def decode_base64(name: str, value: Any) -> bytes:
@@ -115,82 +171,6 @@ def decode_base64(name: str, value: Any) -> bytes:
         raise InputError(f"field '{name}' is not valid base64") from None
 
 
-def is_kserve_v2(rows: list[Any]) -> bool:
-    """True when TorchServe's ``kservev2`` envelope has turned a request into v2 inputs."""
-    return bool(rows) and all(isinstance(r, dict) and "datatype" in r and "name" in r for r in rows)
-
-
-def from_kserve_v2(inputs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Open Inference Protocol (v2) inputs -> one request row: each input's name is a field
-    (a BYTES ``image`` input carries the base64 image), single-element data unwrapped."""
-    row: dict[str, Any] = {}
-    for item in inputs:
-        value = item.get("data")
-        if isinstance(value, list) and len(value) == 1:
-            value = value[0]
-        row[item["name"]] = value
-    return row
-
-
-def parse_request(
-    row: Mapping[str, Any],
-    content_type: str,
-    image_fields: Callable[[str], bool],
-    params: Mapping[str, Param],
-    raw_body_field: str,
-) -> ParsedRequest:
-    """Splits one TorchServe request into images and parameters.
-
-    ``image_fields(name)`` says which field names carry images; ``raw_body_field`` is the
-    name given to a raw body that is an image; every other field must be in ``params``.
-    """
-    parsed = ParsedRequest()
-    raw_params: dict[str, Any] = {}
-    for name, value in row.items():
-        if name in RAW_BODY_FIELDS and not image_fields(name):
-            _read_body(value, content_type, image_fields, raw_body_field, parsed, raw_params)
-        elif image_fields(name):
-            if isinstance(value, str):
-                value = _text_field_image(name, value, content_type)
-            parsed.images[name] = bytes(value)
-        else:
-            raw_params[name] = value
-    if content_type.lower().startswith(FORM_URLENCODED) and not parsed.images:
-        raise InputError(_form_body_message(raw_body_field), status=415)
-    unknown = sorted(set(raw_params) - set(params))
-    if unknown:
-        raise InputError(f"unknown parameter(s): {_names(unknown)}; known: {', '.join(params)}; "
-                         f"{_image_fields_hint(image_fields, raw_body_field)}")
-    parsed.params = {
-        name: spec.parse(name, raw_params[name]) if name in raw_params else spec.default
-        for name, spec in params.items()
-    }
-    return parsed
-
-
-def _text_field_image(name: str, value: str, content_type: str) -> bytes:
-    """An image field that arrived as text: base64 (JSON, KServe), or in a multipart request
-    a file TorchServe decoded as text because its part said ``text/*``, i.e. a text file
-    sent where the image belongs."""
-    try:
-        return decode_base64(name, value)
-    except InputError:
-        if not content_type.lower().startswith("multipart/"):
-            raise
-        raise NotAnImage(
-            f"field '{name}' holds a text file ({len(value)} characters), not an image: upload a JPEG, PNG or "
-            f"WebP file (curl -F {name}=@photo.jpg)"
-        ) from None
-
-
-def _form_body_message(field_name: str) -> str:
-    return (
-        f"the body arrived as a form ({FORM_URLENCODED}, curl's default for --data-binary), not as an image: "
-        "set a Content-Type such as image/jpeg (curl -H 'Content-Type: image/jpeg' --data-binary @photo.jpg URL) "
-        f"or send the image as field '{field_name}' (curl -F {field_name}=@photo.jpg URL)"
-    )
-
-
 def _names(names: list[str]) -> str:
     """Field names as the client sent them, escaped and capped when they are not plain words
     (a binary body decoded as a form turns into such names)."""
@@ -198,51 +178,3 @@ def _names(names: list[str]) -> str:
              for name in names[:MAX_NAMES_SHOWN]]
     more = len(names) - MAX_NAMES_SHOWN
     return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
-
-
-def _image_fields_hint(image_fields: Callable[[str], bool], raw_body_field: str) -> str:
-    hint = f"the image goes in field '{raw_body_field}'"
-    if image_fields("style"):
-        hint += ", style images in fields 'style', 'style_2', ..."
-    return hint
-
-
-def _read_body(
-    value: Any,
-    content_type: str,
-    image_fields: Callable[[str], bool],
-    raw_body_field: str,
-    parsed: ParsedRequest,
-    raw_params: dict[str, Any],
-) -> None:
-    if content_type.startswith("application/json"):
-        if isinstance(value, (bytes, bytearray)):
-            try:
-                value = json.loads(value)
-            except (UnicodeDecodeError, json.JSONDecodeError) as error:
-                raise InputError(f"body is not valid JSON ({error})") from None
-        if not isinstance(value, dict):
-            raise InputError("JSON body must be an object, e.g. {\"image\": \"<base64>\"}")
-        for key, item in value.items():
-            if image_fields(key) and isinstance(item, list):  # e.g. "styles": [b64, b64]
-                for i, element in enumerate(item):
-                    parsed.images[f"{key}[{i}]"] = decode_base64(f"{key}[{i}]", element)
-            elif image_fields(key):
-                parsed.images[key] = decode_base64(key, item)
-            else:
-                raw_params[key] = item
-    elif isinstance(value, str):
-        raise InputError(f"body is text ({content_type or 'no Content-Type'}), not an image", status=415)
-    else:
-        parsed.images[raw_body_field] = bytes(value)
-
-
-@dataclass
-class Job:
-    """One request on its way through a handler (handler modules may define only one
-    class, so this lives here). ``error`` set = it skips the remaining stages."""
-
-    image: Any = None
-    params: dict[str, Any] | None = None
-    result: Any = None
-    error: InputError | None = None

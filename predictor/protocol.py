@@ -1,21 +1,23 @@
 """The Open Inference Protocol (v2) side of the predictor: tensors and parameters in, tensors out.
 
-A request carries the photo as input ``image``, either ``BYTES`` ``[1]`` (an encoded
-JPEG/PNG/WebP; over REST JSON, where BYTES elements are text, as base64) or ``UINT8``
-``[H, W, 3]`` RGB pixels. Parameters (``core.style_options.PARAMS`` and the model's own) may
-be request parameters or the input's parameters (the input's win); they are validated by the
-same ``core.request.parse_request`` as on TorchServe, so the messages are the same. The
-answer is output ``stylized`` of the input's kind: ``BYTES`` ``[1]`` encoded as asked
-(base64 text in a REST JSON response, raw bytes over gRPC or REST's binary extension), or
-``UINT8`` ``[H, W, 3]``. Everything wrong raises ``InputError`` naming the problem.
+The KServe adapter of the services: ``read_request`` turns a v2 request into the same
+``core.request.Request`` TorchServe's rows become, with the same names (one convention for
+both servers), but for the photo: input ``image`` (``content`` for ``gatys``, as its field):
+``BYTES`` ``[1]`` (an encoded JPEG/PNG/WebP;
+over REST JSON, where BYTES elements are text, as base64) or, where the model takes pixels,
+``UINT8`` ``[H, W, 3]`` RGB pixels. Style images are the elements of input ``style`` (BYTES
+``[N]``). Parameters (``core.style_options.PARAMS`` and the model's own) may be request
+parameters or the photo input's parameters (the input's win); the service checks them as it
+does TorchServe's, so the messages are the same. The answer is output ``stylized`` of the
+input's kind: ``BYTES`` ``[1]`` encoded as asked (base64 text in a REST JSON response, raw
+bytes over gRPC or REST's binary extension), or ``UINT8`` ``[H, W, 3]``; the reply's summary
+becomes response parameters. Everything wrong raises ``InputError`` naming the problem.
 """
 
 from __future__ import annotations
 
 import base64
 import struct
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,11 +26,11 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from PIL import Image
 
 from core import codec
-from core.codec import Limits
 from core.errors import InputError
-from core.request import Param, parse_request
+from core.request import Request, RequestForm, decode_base64
 
 IMAGE_INPUT = "image"
+STYLE_INPUT = "style"
 OUTPUT = "stylized"
 #: Parameters the protocol itself uses (binary extension, client libraries), never ours.
 PROTOCOL_PARAMETERS = frozenset({"binary_data_size", "binary_data_output", "binary_data", "content_type",
@@ -102,77 +104,60 @@ def as_array(tensor: Any) -> np.ndarray:
                          f"{list(tensor.shape)} ({error})") from None
 
 
-def encoded_elements(tensor: Any) -> list[bytes | str]:
-    """A BYTES input's elements: raw bytes, or text (REST JSON: base64)."""
+def encoded_elements(tensor: Any, alternative: str = "") -> list[bytes | str]:
+    """A BYTES input's elements: raw bytes, or text (REST JSON: base64). ``alternative``
+    names another datatype the input may have, for the message."""
     if tensor.datatype != ENCODED:
-        raise InputError(f"input '{tensor.name}' must be BYTES (an encoded image), got {tensor.datatype}")
+        raise InputError(f"input '{tensor.name}' must be BYTES (an encoded image){alternative}, got {tensor.datatype}")
     return list(as_array(tensor).reshape(-1))
 
 
-@dataclass
-class Photo:
-    """One request's photo and validated parameters; ``encoded`` says which kind came in."""
-
-    image: Image.Image
-    params: dict[str, Any]
-    encoded: bool
-
-
-def read_photo(request: InferRequest, params_spec: Mapping[str, Param], limits: Limits) -> Photo:
-    """Input ``image`` (BYTES [1] or UINT8 [H, W, 3]) and the parameters -> a validated photo."""
-    tensor = input_named(request, IMAGE_INPUT)
-    raw = request_parameters(request, tensor)
-    if tensor.datatype == ENCODED:
-        elements = encoded_elements(tensor)
+def read_request(request: InferRequest, form: RequestForm, photo: str = IMAGE_INPUT,
+                 max_input_pixels: int | None = None) -> Request:
+    """A v2 request as the services' ``Request``: the photo from input ``photo`` (pixels too
+    where ``max_input_pixels`` is given), the style images when ``form`` takes them, the
+    parameters."""
+    check_inputs(request, (photo, STYLE_INPUT) if form.styles else (photo,))
+    check_outputs(request)
+    tensor = input_named(request, photo)
+    params = request_parameters(request, tensor)
+    if tensor.datatype == PIXELS and max_input_pixels is not None:
+        image: bytes | Image.Image = pixels_to_photo(tensor, max_input_pixels)
+    else:
+        pixels = " or UINT8 [H, W, 3] pixels" if max_input_pixels is not None else ""
+        elements = encoded_elements(tensor, pixels)
         if len(elements) != 1:
-            raise InputError(f"input 'image' must hold one encoded image (shape [1]), got shape {list(tensor.shape)}")
-        if not isinstance(elements[0], (bytes, str)):
-            raise InputError(f"input 'image' must hold an encoded image, got {type(elements[0]).__name__} data")
-        parsed = parse_request({IMAGE_INPUT: elements[0], **raw}, "", _is_image, params_spec, IMAGE_INPUT)
-        params = _with_format(parsed.params)
-        return Photo(codec.decode(parsed.image(IMAGE_INPUT), limits, params.get("max_side")), params, True)
-    if tensor.datatype == PIXELS:
-        params = _with_format(parse_request(raw, "", _is_image, params_spec, IMAGE_INPUT).params)
-        return Photo(pixels_to_photo(tensor, limits, params.get("max_side")), params, False)
-    raise InputError(f"input 'image' must be BYTES (an encoded image) or UINT8 [H, W, 3] pixels, "
-                     f"got {tensor.datatype}")
+            raise InputError(f"input '{tensor.name}' must hold one encoded image (shape [1]), "
+                             f"got shape {list(tensor.shape)}")
+        image = encoded_bytes(tensor.name, elements[0])
+    styles = [encoded_bytes(STYLE_INPUT, element)
+              for element in encoded_elements(input_named(request, STYLE_INPUT))] if form.styles else []
+    return Request(image, styles, params)
 
 
-def _is_image(name: str) -> bool:
-    return name == IMAGE_INPUT
+def encoded_bytes(name: str, element: Any) -> bytes:
+    """One BYTES element as the image's bytes: raw, or base64 text (REST JSON)."""
+    if isinstance(element, bytes):
+        return element
+    if isinstance(element, str):
+        return decode_base64(name, element)
+    raise InputError(f"input '{name}' must hold an encoded image, got {type(element).__name__} data")
 
 
-def _with_format(params: dict[str, Any]) -> dict[str, Any]:
-    return {**params, "format": codec.parse_format(params.get("format")) or "png"}
-
-
-def pixels_to_photo(tensor: Any, limits: Limits, max_side: int | None) -> Image.Image:
-    """A UINT8 [H, W, 3] tensor -> RGB image, checked against the same limits as an upload
-    (the declared shape first, before the data is read)."""
+def pixels_to_photo(tensor: Any, max_input_pixels: int) -> Image.Image:
+    """A UINT8 [H, W, 3] tensor -> RGB image, its declared size checked against the upload
+    limit before the data is read (the service checks the rest, as for a decoded upload)."""
     shape = list(tensor.shape)
     if len(shape) != 3 or shape[2] != 3 or min(shape) < 1:
-        raise InputError(f"input 'image' as UINT8 must have shape [H, W, 3] (RGB pixels), got {shape}")
-    height, width = shape[0], shape[1]
-    if height * width > limits.max_input_pixels:
-        raise InputError(f"image is {width}x{height} = {width * height} pixels, over the "
-                         f"{limits.max_input_pixels} pixel limit for uploads", status=413)
-    image = Image.fromarray(np.ascontiguousarray(as_array(tensor)), "RGB")
-    if max_side is not None:
-        image = codec.fit_max_side(image, max_side)
-    if image.width * image.height > limits.max_pixels:
-        raise InputError(f"image is {image.width}x{image.height} = {image.width * image.height} pixels, over the "
-                         f"{limits.max_pixels} pixel limit; downscale it or pass max_side", status=413)
-    return image
+        raise InputError(f"input '{tensor.name}' as UINT8 must have shape [H, W, 3] (RGB pixels), got {shape}")
+    if shape[0] * shape[1] > max_input_pixels:
+        raise codec.too_large((shape[1], shape[0]), max_input_pixels, " for uploads")
+    return Image.fromarray(np.ascontiguousarray(as_array(tensor)), "RGB")
 
 
-def image_output(painting: Image.Image, photo: Photo, binary: bool) -> InferOutput:
-    """The painting as output ``stylized``: encoded as asked for an encoded input (base64 text
-    when the response is JSON), else UINT8 pixels."""
-    if not photo.encoded:
-        return tensor_output(OUTPUT, np.asarray(painting, dtype=np.uint8), PIXELS, binary)
-    fmt = photo.params["format"]
-    encoded = codec.encode(painting, fmt, photo.params["quality"], photo.params["png_compression"])
-    return encoded_output(encoded, codec.MEDIA_TYPES[fmt], binary)
+def pixels_output(painting: Image.Image, binary: bool) -> InferOutput:
+    """The painting as output ``stylized``: UINT8 [H, W, 3] pixels."""
+    return tensor_output(OUTPUT, np.asarray(painting, dtype=np.uint8), PIXELS, binary)
 
 
 def encoded_output(data: bytes, media_type: str, binary: bool) -> InferOutput:
@@ -191,6 +176,9 @@ def tensor_output(name: str, array: np.ndarray, datatype: str, binary: bool, par
     return output
 
 
-def response(request: InferRequest, model: str, outputs: list[InferOutput], parameters: dict) -> InferResponse:
-    return InferResponse(response_id=request.id or "", model_name=model, infer_outputs=outputs,
+def response(request: InferRequest, model: str, output: InferOutput, summary: dict[str, Any]) -> InferResponse:
+    """The response: ``output``, and ``summary`` as response parameters (a value of a type the
+    protocol's parameters lack, as text)."""
+    parameters = {name: value if isinstance(value, (bool, int, str)) else str(value) for name, value in summary.items()}
+    return InferResponse(response_id=request.id or "", model_name=model, infer_outputs=[output],
                          parameters=parameters, use_binary_outputs=wants_binary(request))

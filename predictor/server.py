@@ -8,7 +8,8 @@ What is changed from the stock server, and why:
   binary input back into JSON values, which fails with a 500 for a BYTES input that is not
   UTF-8 text, i.e. any encoded image, and makes a pixel tensor a Python list);
 - ``InputError`` answers with its own 4xx status and message, ``Overloaded`` with 503 and
-  ``Retry-After`` (REST) or ``INVALID_ARGUMENT`` / ``UNAVAILABLE`` (gRPC), not a 500;
+  ``Retry-After`` (REST) or ``INVALID_ARGUMENT`` / ``UNAVAILABLE`` (gRPC), ``Unavailable``
+  with 501 or ``UNIMPLEMENTED``, not a 500;
 - ``GET /v2/models/<name>`` adds the model's parameters and runtime to the v2 metadata.
 
 Stopping: SIGTERM or SIGINT ends uvicorn gracefully, then KServe's own handler stops gRPC
@@ -37,17 +38,12 @@ from kserve.protocol.grpc.servicer import InferenceServicer
 from kserve.protocol.infer_type import InferInput, InferRequest, RequestedOutput
 from kserve.protocol.rest.server import RESTServer
 
-from core.errors import InputError, Overloaded
+from core.errors import InputError, Overloaded, Unavailable
 from predictor.models import StyleModel
 
-#: Errors that carry their own HTTP status and JSON body (``status``, ``as_json()``).
-ANSWERED = [InputError, Overloaded]
-try:  # the Gatys family's "no loss-network weights here" (501)
-    from optimize.serving import LossNetworkUnavailable
-
-    ANSWERED.append(LossNetworkUnavailable)
-except ImportError:  # pragma: no cover - optimize is part of this checkout
-    LossNetworkUnavailable = None
+#: Errors that carry their own HTTP status and JSON body (``status``, ``as_json()``); 501
+#: ``Unavailable`` is e.g. the Gatys family's "no loss-network weights here".
+ANSWERED = [InputError, Overloaded, Unavailable]
 
 
 def request_from_binary(body: bytes, json_length: int, model_name: str) -> InferRequest:
@@ -115,7 +111,7 @@ class StyleErrorsToStatus(ExceptionToStatusInterceptor):
         elif isinstance(ex, Overloaded):
             context.set_trailing_metadata((("retry-after", str(int(ex.retry_after))),))
             await context.abort(StatusCode.UNAVAILABLE, str(ex))
-        elif LossNetworkUnavailable is not None and isinstance(ex, LossNetworkUnavailable):
+        elif isinstance(ex, Unavailable):
             await context.abort(StatusCode.UNIMPLEMENTED, str(ex))
         else:
             await super().handle_exception(ex, request_or_iterator, context, method_name)

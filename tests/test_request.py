@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import base64
+from types import SimpleNamespace
 
 import pytest
 
 from core.codec import InputError
-from core.request import FORM_URLENCODED, Param, parse_request
-from core.torchserve import reason_phrase
+from core.request import Param, RequestForm
+from core.torchserve import FORM_URLENCODED, parse_row, reason_phrase
 
 PARAMS = {"max_side": Param(int, None, low=16, high=4096), "preserve_colors": Param(bool, False)}
 
 
-def parse(row, content_type=""):
-    return parse_request(row, content_type, lambda n: n == "image", PARAMS, "image")
+def parse(row, content_type="", params=PARAMS):
+    """A TorchServe row read (``core.torchserve``) and its parameters checked, as a service does."""
+    form = RequestForm("image", params)
+    request = parse_row(row, content_type, form)
+    images = {"image": request.photo} if request.photo is not None else {}
+    return SimpleNamespace(images=images, params=form.parse_params(request.params))
 
 
 def test_raw_multipart_and_json_agree():
@@ -114,6 +119,6 @@ def test_png_compression_is_validated_by_name(raw, words):
     from core.style_options import PARAMS as FAST_PARAMS
 
     with pytest.raises(InputError, match=f"parameter 'png_compression' .*{words}"):
-        parse_request({"image": b"x", "png_compression": raw}, "", lambda n: n == "image", FAST_PARAMS, "image")
-    parsed = parse_request({"image": b"x", "png_compression": b"9"}, "", lambda n: n == "image", FAST_PARAMS, "image")
+        parse({"image": b"x", "png_compression": raw}, "", FAST_PARAMS)
+    parsed = parse({"image": b"x", "png_compression": b"9"}, "", FAST_PARAMS)
     assert parsed.params["png_compression"] == 9
