@@ -21,8 +21,9 @@ class LossNetwork(nn.Module):
     """The VGG cut after the deepest requested layer; returns the requested activations by name.
 
     Frozen and in eval mode: only the image (or the network being trained) gets gradients.
-    Under a reduced ``precision`` the convolutions run in it (channels-last), but the
-    activations handed back are float32, so everything downstream stays in full precision.
+    Under a reduced ``precision`` the convolutions after the first block run in it
+    (channels-last), but the activations handed back are float32, so everything downstream
+    stays in full precision.
     """
 
     def __init__(self, vgg: VGG, layers: Iterable[str], precision: Precision = FP32):
@@ -36,9 +37,13 @@ class LossNetwork(nn.Module):
         depth = names.index(self.layers[-1]) + 1
         self.stack = nn.Sequential(*list(vgg.features)[:depth])
         self.precision = precision
+        # The first block (up to pool1) stays in float32 under a reduced precision: it sees the
+        # pixels themselves, and bf16's 8-bit mantissa rounds away the small pixel changes an
+        # optimizer makes, which left L-BFGS chasing noise. It is a small share of the work.
+        self.names = names[:depth]
+        self.full_precision = self.names.index("pool1") if "pool1" in self.names else depth
         if precision.channels_last:
             self.stack.to(memory_format=torch.channels_last)
-        self.names = names[:depth]
         convention = vgg.convention
         self.bgr = convention.bgr
         self.register_buffer("scale", torch.tensor(convention.scale))
@@ -56,11 +61,14 @@ class LossNetwork(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         wanted = set(self.layers)
         found = {}
-        with self.precision.autocast():
-            for name, module in zip(self.names, self.stack, strict=True):
+        for index, (name, module) in enumerate(zip(self.names, self.stack, strict=True)):
+            if index < self.full_precision:
                 x = module(x)
-                if name in wanted:
-                    found[name] = x
+            else:
+                with self.precision.autocast():
+                    x = module(x)
+            if name in wanted:
+                found[name] = x
         return {name: value.float() if self.feature_scale == 1.0 else value.float() * self.feature_scale
                 for name, value in found.items()}
 

@@ -27,8 +27,6 @@ from optimize.losses import Objective
 
 OPTIMIZERS = ("lbfgs", "adam")
 INITS = ("content", "noise", "image")
-#: Loss evaluations one L-BFGS iteration may spend on its line search (reduced precision only).
-LINE_SEARCH_EVALUATIONS = 5
 #: Coarse levels stop halving at this long side.
 MIN_LEVEL_SIDE = 32
 #: Gatys et al.'s layers, per loss network: content relu4_2, style relu1_1..relu5_1 (the
@@ -280,7 +278,7 @@ def stylize(
                                      time.monotonic() - start, current))
 
         image, steps, reason, estimate = _optimize(image, objective, settings, level_deadline, estimate,
-                                                   report, precision)
+                                                   report)
         done += steps
         # A level that used up its share of the time hands over to the next (which stops at
         # once if nothing is left); only divergence ends the run here.
@@ -350,7 +348,6 @@ def _optimize(
     deadline: float | None,
     estimate: float | None,
     report: Callable[[int, dict[str, float], torch.Tensor], None],
-    precision: Precision = FP32,
 ) -> tuple[torch.Tensor, int, str, float | None]:
     """One level's loop. Returns the best image seen, iterations run, why it stopped, and the
     measured seconds per iteration (to budget the next level).
@@ -358,18 +355,11 @@ def _optimize(
     L-BFGS runs with ``max_iter=1`` per ``step()``: its history persists between calls, so
     this is the same algorithm as one long ``step()``, but with a place to report progress and
     check the clock after every iteration. Pixels are clamped to [0, 1] after each step.
-
-    Under reduced precision L-BFGS gets a strong-Wolfe line search (where we depart from
-    Gatys et al.'s plain L-BFGS): rounding in bf16 gradients corrupts the curvature pairs
-    (gradient differences) L-BFGS builds its steps from, and a unit step along such a
-    direction can overshoot far; the line search accepts only steps that decrease the loss
-    enough, at a few extra evaluations per iteration.
     """
     image = start.detach().clone().requires_grad_(True)
     if settings.optimizer == "lbfgs":
-        search = {"line_search_fn": "strong_wolfe", "max_eval": LINE_SEARCH_EVALUATIONS} if precision.dtype else {}
         optimizer = torch.optim.LBFGS(
-            [image], lr=settings.learning_rate or 1.0, max_iter=1, history_size=settings.history_size, **search
+            [image], lr=settings.learning_rate or 1.0, max_iter=1, history_size=settings.history_size
         )
     else:
         optimizer = torch.optim.Adam([image], lr=settings.learning_rate or 0.02)

@@ -117,3 +117,19 @@ def test_training_takes_the_same_choice_on_the_cpu(vgg16, monkeypatch):
     assert chosen.dtype == torch.bfloat16 and chosen.lossnet_precision.channels_last
     assert not chosen.scaler.is_enabled()  # bf16 needs no loss scaling
     assert TrainingPrecision.choose(torch.device("cpu"), "fp32", vgg16).dtype is None
+
+
+def test_a_bf16_gatys_run_follows_the_fp32_loss_curve(vgg16):
+    """The first block stays fp32 (bf16 rounding of the pixels' own layer sent L-BFGS astray)."""
+    from PIL import Image, ImageOps
+
+    from core.photos import content_photos, paintings
+    from optimize.transfer import TransferSettings, stylize
+
+    photo = ImageOps.fit(Image.open(content_photos()[0]).convert("RGB"), (128, 128))
+    painting = Image.open(paintings()[0]).convert("RGB")
+    settings = TransferSettings(iterations=10, max_side=128, seed=0, loss_network="vgg16")
+    curves = [[row["total"] for row in stylize(photo, [painting], settings, vgg16, precision=chosen).history]
+              for chosen in (FP32, Precision("bf16"))]
+    for exact, fast in zip(*curves, strict=True):
+        assert abs(fast - exact) <= 0.1 * exact, curves
