@@ -8,7 +8,7 @@ starts java detached, this process becomes java's parent (a child subreaper, so 
 outside a container), and a SIGTERM or SIGINT is sent on to java itself, whose shutdown
 hook stops the workers; the entrypoint exits once java has gone.
 
-Settings (environment, defaults for the image):
+Settings (environment, defaults for the image; declared in core/settings.py):
   STYLE_MODEL_STORE      archives to serve (/home/model-server/model-store)
   STYLE_MODELS           comma-separated model names to load, or "all" (all)
   STYLE_RUNTIME_DIR      config, logs, key_file.json, temp files (/home/model-server/runtime)
@@ -36,6 +36,7 @@ from pathlib import Path
 # The checkout, so that `server` and `core` import when this file is run as a script.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core import settings as registry  # noqa: E402
 from server.launch import (  # noqa: E402
     Ports,
     override_properties,
@@ -46,6 +47,8 @@ from server.launch import (  # noqa: E402
 )
 
 HOME = Path("/home/model-server")
+#: ``STYLE_<NAME>_PORT`` for each field of ``Ports``, in its order.
+PORTS = ("INFERENCE", "MANAGEMENT", "METRICS", "GRPC_INFERENCE", "GRPC_MANAGEMENT", "WORKER")
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -61,35 +64,24 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> Settings:
-        def port(name: str, default: int) -> int:
-            return int(env.get(f"STYLE_{name}_PORT", default))
-
-        models = env.get("STYLE_MODELS", "all").strip()
+        """The container's settings from ``env``; a malformed or unknown ``STYLE_*`` variable
+        stops the container with a message naming it."""
+        names = ["STYLE_MODEL_STORE", "STYLE_MODELS", "STYLE_RUNTIME_DIR", "STYLE_BIND_ADDRESS", "STYLE_TOKEN_AUTH",
+                 "STYLE_STOP_TIMEOUT", *(f"STYLE_{port}_PORT" for port in PORTS)]
+        try:
+            value = {name: registry.env(name, env) for name in names}
+        except registry.SettingError as error:
+            raise SystemExit(f"entrypoint: {error}") from None
+        models = value["STYLE_MODELS"].strip()
         return cls(
-            model_store=Path(env.get("STYLE_MODEL_STORE", HOME / "model-store")).resolve(),
+            model_store=value["STYLE_MODEL_STORE"].resolve(),
             models=None if models.lower() in ("", "all") else tuple(m.strip() for m in models.split(",") if m.strip()),
-            runtime_dir=Path(env.get("STYLE_RUNTIME_DIR", HOME / "runtime")).resolve(),
-            bind_address=env.get("STYLE_BIND_ADDRESS", "0.0.0.0"),
-            token_auth=_flag(env.get("STYLE_TOKEN_AUTH", "true")),
-            ports=Ports(
-                inference=port("INFERENCE", 8080),
-                management=port("MANAGEMENT", 8081),
-                metrics=port("METRICS", 8082),
-                grpc_inference=port("GRPC_INFERENCE", 7070),
-                grpc_management=port("GRPC_MANAGEMENT", 7071),
-                first_worker=port("WORKER", 9000),
-            ),
-            stop_timeout=float(env.get("STYLE_STOP_TIMEOUT", 25)),
+            runtime_dir=(value["STYLE_RUNTIME_DIR"] or HOME / "runtime").resolve(),
+            bind_address=value["STYLE_BIND_ADDRESS"],
+            token_auth=value["STYLE_TOKEN_AUTH"],
+            ports=Ports(*(value[f"STYLE_{port}_PORT"] for port in PORTS)),
+            stop_timeout=value["STYLE_STOP_TIMEOUT"],
         )
-
-
-def _flag(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise SystemExit(f"entrypoint: STYLE_TOKEN_AUTH must be true or false, got {text!r}")
 
 
 def container_config(settings: Settings) -> str:
@@ -209,7 +201,7 @@ def supervise(java: int, timeout: float) -> int:
 
 
 def main(argv: list[str]) -> int:
-    settings = Settings.from_env(dict(os.environ))
+    settings = Settings.from_env(registry.process_environment())
     if "--print-config" in argv:
         sys.stdout.write(container_config(settings))
         return 0

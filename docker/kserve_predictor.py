@@ -6,7 +6,8 @@ The same image as ``docker/entrypoint.py`` (TorchServe), another command:
 (``exec``), so the predictor is the process Docker or the kubelet signals: SIGTERM stops it
 cleanly within ``STYLE_STOP_TIMEOUT`` seconds (in-flight requests get that long to finish).
 
-Settings (environment, defaults for the image; the ports are KServe's defaults):
+Settings (environment, defaults for the image; the ports are KServe's defaults; declared in
+core/settings.py):
   STYLE_MODEL_STORE        archives to serve (/home/model-server/model-store)
   STYLE_MODELS             comma-separated model names, or "all" (all)
   STYLE_RUNTIME_DIR        writable: unpacked model files, the measured engine choice
@@ -27,25 +28,37 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 HOME = Path("/home/model-server")
+# The checkout, so that `core` imports when this file is run as a script.
+sys.path.insert(0, str(ROOT))
+
+from core import settings as registry  # noqa: E402
 
 
 def command(env: dict[str, str]) -> list[str]:
-    runtime_dir = Path(env.get("STYLE_RUNTIME_DIR", HOME / "runtime"))
+    """The predictor's command line for the settings in ``env`` (a bad one: ``SettingError``)."""
+
+    def value(name: str):
+        return registry.env(name, env)
+
+    runtime_dir = value("STYLE_RUNTIME_DIR") or HOME / "runtime"
     return [
         sys.executable, "-m", "server", "kserve",
-        "--host", env.get("STYLE_BIND_ADDRESS", "0.0.0.0"),
-        "--http-port", str(int(env.get("STYLE_KSERVE_HTTP_PORT", 8080))),
-        "--grpc-port", str(int(env.get("STYLE_KSERVE_GRPC_PORT", 8081))),
-        "--model-store", env.get("STYLE_MODEL_STORE", str(HOME / "model-store")),
+        "--host", value("STYLE_BIND_ADDRESS"),
+        "--http-port", str(value("STYLE_KSERVE_HTTP_PORT")),
+        "--grpc-port", str(value("STYLE_KSERVE_GRPC_PORT")),
+        "--model-store", str(value("STYLE_MODEL_STORE")),
         "--runtime-dir", str(runtime_dir / "kserve"),
-        "--models", env.get("STYLE_MODELS", "all"),
-        "--grace-period", str(int(float(env.get("STYLE_STOP_TIMEOUT", 25)))),
+        "--models", value("STYLE_MODELS"),
+        "--grace-period", str(int(value("STYLE_STOP_TIMEOUT"))),
     ]
 
 
 def main(argv: list[str]) -> int:
-    env = dict(os.environ)
-    line = command(env)
+    env = registry.process_environment()
+    try:
+        line = command(env)
+    except registry.SettingError as error:
+        raise SystemExit(f"kserve_predictor: {error}") from None
     if "--print-command" in argv:
         print(shlex.join(line))
         return 0

@@ -3,7 +3,8 @@
 #   scripts/install.sh          the server's runtime set: Java (TorchServe's frontend) and a
 #                               Python virtual environment with requirements.txt
 #   scripts/install.sh --dev    that, plus the test tools: requirements-dev.txt (pytest, linters,
-#                               Playwright's Python package, real-weight test assets) and Debian's
+#                               Playwright's Python package, real-weight test assets, Ray Data for
+#                               the bulk CLI: requirements-ray.txt) and Debian's
 #                               chromium for the browser test (Playwright's own browser download
 #                               is never used: these machines cannot reach it)
 set -euo pipefail
@@ -36,7 +37,7 @@ requirements=requirements.txt
 [ -n "$dev" ] && requirements=requirements-dev.txt
 # One stamp per set: the dev set includes the runtime set, so a dev install satisfies both.
 stamp=.venv/.requirements.sha256
-wanted=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+wanted=$(cat requirements.txt requirements-serve.txt requirements-ray.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
 stamp_set=$(cut -d' ' -f2 "$stamp" 2>/dev/null || true)
 if [ ! -x .venv/bin/python ] || [ "$(cut -d' ' -f1 "$stamp" 2>/dev/null)" != "$wanted" ] \
    || { [ -n "$dev" ] && [ "$stamp_set" != "dev" ]; }; then

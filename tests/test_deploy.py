@@ -103,14 +103,20 @@ def test_kustomize_renders_valid_manifests():
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "style-transfer:latest"
 
 
-def test_probes_hit_ping_on_the_inference_port(container):
+def test_liveness_hits_ping_and_readiness_waits_for_the_models(container):
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^EXPOSE 8080\b", dockerfile, re.MULTILINE)
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+    for probe in ("startupProbe", "livenessProbe"):
         http = container[probe]["httpGet"]
         assert http["path"] == "/ping", probe
         assert _port(container, http["port"]) == 8080, probe  # the entrypoint's inference port
     assert "STYLE_INFERENCE_PORT" not in _env(container), "probes assume the default port"
+    # /ping says Healthy before any model is loaded: readiness is the image's own health
+    # check (every configured model has a READY worker), the HEALTHCHECK's command.
+    command = container["readinessProbe"]["exec"]["command"]
+    assert command == ["python", "/app/docker/healthcheck.py"]
+    assert re.search(r'^\s*CMD \["python", "/app/docker/healthcheck.py"\]$', dockerfile, re.MULTILINE)
+    assert container["readinessProbe"]["timeoutSeconds"] >= 5
 
 
 def test_pods_run_non_root_read_only(pod, container):
@@ -123,6 +129,7 @@ def test_pods_run_non_root_read_only(pod, container):
     assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert {"/home/model-server/runtime", "/tmp"} <= mounts, "writable dirs for a read-only root"
+    assert _env(container)["STYLE_RUNTIME_DIR"] == "/home/model-server/runtime", "the image's default is under /tmp"
 
 
 def test_token_auth_off_is_covered_by_a_network_policy(k8s, pod, container):
@@ -313,7 +320,7 @@ def test_kserve_image_pins_match_requirements():
 def test_the_checks_catch_mistakes(k8s, kserve):
     """The validators are not vacuous: a misspelt field and an unknown protocol fail."""
     broken = json.loads(json.dumps(k8s["Deployment"]))
-    broken["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["paht"] = "/ping"
+    broken["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGet"]["paht"] = "/ping"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, K8S_VERSIONS[-1], strict=True)
     service = json.loads(json.dumps(kserve["InferenceService"]))

