@@ -1,5 +1,8 @@
 """``python -m stylize INPUT... -o OUT_DIR [--style NAME | --style-image PAINTING | --model FILE]``.
 
+``--engine ray`` runs the same batch on Ray Data, on this machine or a cluster, with inputs and
+outputs in folders or object stores, resumable (``stylize.ray_engine``, docs/bulk.md).
+
 ``--style multistyle:SPEC`` picks one of the 26 Apache-2.0 styles (or a blend); ``--style-image``
 (repeatable) paints in any painting's style in one pass.
 
@@ -16,19 +19,17 @@ import sys
 import time
 from pathlib import Path
 
-from core import arbitrary, multistyle
 from core.arbitrary import PARAMS as ARBITRARY_PARAMS
 from core.codec import InputError, parse_format
 from core.engines import BACKENDS, PRECISIONS
 from core.paths import ONNX_DIR
-from core.runtime_choice import RuntimeSettings, SettingError
+from core.runtime_choice import SettingError
 from core.style_options import PARAMS
-from stylize.batch import Options, collect_inputs, run_batch
-from stylize.models import ModelError, load
+from stylize.batch import collect_inputs, run_batch
+from stylize.models import ModelError
+from stylize.options import TILE_CHOICES, batch_options, open_stylizer, runtime_settings
 
 DEFAULT_STYLE = "udnie"
-#: ``--tile`` values -> ``load(tile=...)``: None lets the image's size decide.
-TILE_CHOICES = {"auto": None, "on": True, "off": False}
 
 
 def _param(name: str):
@@ -50,33 +51,10 @@ def _style_weights(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def licence_clean(args: argparse.Namespace, settings: RuntimeSettings):
-    """``--style multistyle[:SPEC]`` or ``--style-image``: the licence-clean models, which run
-    whole images (no tiling); None for any other style."""
-    if not args.style_image and args.style.partition(":")[0] != "multistyle":
-        return None
-    if TILE_CHOICES[args.tile]:
-        raise ModelError("--tile on: the multistyle and arbitrary models run whole images (no tiling)")
-    needed = ["arbitrary_transform.onnx", "arbitrary_predict.onnx"] if args.style_image else ["multistyle.onnx"]
-    if missing := [name for name in needed if not (args.onnx_dir / name).is_file()]:
-        raise ModelError(f"{args.onnx_dir / missing[0]} not found: run scripts/build.sh first")
-    if not args.style_image:
-        try:
-            weights = multistyle.parse_style(args.style.partition(":")[2] or None)
-        except InputError as error:
-            raise ModelError(f"--style {args.style}: {error}; other ways to give a style: --style NAME (a built "
-                             "style), --style-image PAINTING (any painting)") from None
-    try:
-        if args.style_image:
-            painter = arbitrary.ArbitraryStylizer.open(args.onnx_dir, settings)
-            styles = [path.read_bytes() for path in args.style_image]
-            return arbitrary.FixedStylePainter(painter, styles, args.style_weights, args.style_size)
-        return multistyle.MultistylePainter(multistyle.open_stylizer(args.onnx_dir / "multistyle.onnx", settings),
-                                            weights)
-    except InputError as error:  # a bad painting
-        raise ModelError(str(error)) from None
-    except OSError as error:  # a painting that cannot be read
-        raise ModelError(str(error)) from None
+def _location(text: str) -> Path | str:
+    """A local path, or an object-store URL (``s3://bucket/prefix``) kept as text: a ``Path``
+    would fold its ``//``. URLs are read and written by ``--engine ray`` (stylize.ray_engine)."""
+    return text if "://" in text else Path(text)
 
 
 def _format(text: str) -> str:
@@ -95,8 +73,10 @@ def parser() -> argparse.ArgumentParser:
         "skipped (missing or not images: see stderr and the summary), 2 nothing attempted (arguments, "
         "model or every input missing).",
     )
-    p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="image file or folder of images")
-    p.add_argument("-o", "--out-dir", type=Path, required=True, help="folder for the paintings (created)")
+    p.add_argument("inputs", nargs="+", type=_location, metavar="INPUT",
+                   help="image file or folder of images (with --engine ray also s3://bucket/prefix)")
+    p.add_argument("-o", "--out-dir", type=_location, required=True,
+                   help="folder for the paintings (created; with --engine ray also s3://bucket/prefix)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("-s", "--style", default=DEFAULT_STYLE,
                        help=f"built style name (default {DEFAULT_STYLE}); its build/onnx/<style>.onnx is used; "
@@ -123,6 +103,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", choices=TILE_CHOICES, default="auto",
                    help="run in overlapping tiles with global statistics (same pixels, bounded memory): "
                    "auto (default) above $STYLE_TILE_THRESHOLD or 4.2 MP, on, or off")
+    ray = p.add_argument_group("bulk on Ray Data (docs/bulk.md; needs requirements-ray.txt)")
+    ray.add_argument("--engine", choices=["local", "ray"], default="local",
+                     help="local (default): this process; ray: a pool of Ray actors, resumable, with a "
+                     "manifest in OUT_DIR")
+    ray.add_argument("--address", help="join this Ray cluster (e.g. auto, or ray://HEAD:10001); default: "
+                     "Ray started on this machine for the job, loopback only")
+    ray.add_argument("--actors", type=int, help="actors painting at once (default: as many as fit, each "
+                     "taking --threads cores, or a whole node when --threads is 0)")
+    ray.add_argument("--s3-endpoint", default=None,
+                     help="S3-compatible service for s3:// URLs, e.g. MinIO (default $AWS_ENDPOINT_URL_S3 or "
+                     "$AWS_ENDPOINT_URL, else AWS)")
     bar = p.add_mutually_exclusive_group()
     bar.add_argument("--progress", dest="progress", action="store_true", default=None, help="always show the bar")
     bar.add_argument("--no-progress", dest="progress", action="store_false", help="never show the bar")
@@ -131,6 +122,17 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.engine == "ray":
+        from stylize import ray_engine
+
+        return ray_engine.main(args)
+    if urls := [str(place) for place in [*args.inputs, args.out_dir] if isinstance(place, str)]:
+        print(f"error: {urls[0]}: object-store URLs need --engine ray (docs/bulk.md)", file=sys.stderr)
+        return 2
+    if ray_only := [f"--{name.replace('_', '-')}" for name in ("address", "actors", "s3_endpoint")
+                    if getattr(args, name) is not None]:
+        print(f"error: {ray_only[0]} needs --engine ray (docs/bulk.md)", file=sys.stderr)
+        return 2
     inputs, unusable = collect_inputs(args.inputs)
     for path, reason in unusable:  # named now; the batch goes on with the rest
         print(f"{path}: {reason}", file=sys.stderr)
@@ -141,19 +143,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: none of the inputs can be read ({len(unusable)} failed)", file=sys.stderr)
         return 2
     try:
-        settings = RuntimeSettings.from_config({
-            "backend": args.backend, "precision": args.precision, "min_psnr_db": args.min_psnr_db,
-            "threads": args.threads,
-        })  # fmt: skip
-        stylizer = licence_clean(args, settings) or load(
-            str(args.model) if args.model else args.style, args.onnx_dir, settings, TILE_CHOICES[args.tile])
+        stylizer = open_stylizer(args, runtime_settings(args))
     except (ModelError, SettingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    options = Options(
-        fmt=args.format, quality=args.quality, max_side=args.max_side, strength=args.strength,
-        preserve_colors=args.preserve_colors, tile=TILE_CHOICES[args.tile], overwrite=args.overwrite,
-    )
+    options = batch_options(args)
     started = time.perf_counter()
     report = run_batch(inputs, args.out_dir, stylizer, options, progress=args.progress)
     report.failed[:0] = unusable

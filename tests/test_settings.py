@@ -23,7 +23,9 @@ from server import settings_table
 from tests.support import fault_points
 
 #: The only module that reads the process environment (the rest ask it).
-READERS = {Path("core/settings.py")}
+#: The registry, and Ray's driver: Ray and its S3 filesystem are configured through the process
+#: environment (RAY_*, AWS_*), which is theirs, not this project's settings.
+READERS = {Path("core/settings.py"), Path("stylize/ray_engine.py")}
 #: What never goes into an archive: test support and fault points.
 TEST_ONLY = ("fault_points", "tests/", "random_vgg")
 
