@@ -27,7 +27,7 @@ from core.runtime_choice import SettingError
 from core.style_options import PARAMS
 from stylize.batch import collect_inputs, run_batch
 from stylize.models import ModelError
-from stylize.options import TILE_CHOICES, batch_options, open_stylizer, runtime_settings
+from stylize.options import TILE_CHOICES, batch_options, open_stylizer, report_inputs, runtime_settings
 
 DEFAULT_STYLE = "udnie"
 
@@ -134,13 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {ray_only[0]} needs --engine ray (docs/bulk.md)", file=sys.stderr)
         return 2
     inputs, unusable = collect_inputs(args.inputs)
-    for path, reason in unusable:  # named now; the batch goes on with the rest
-        print(f"{path}: {reason}", file=sys.stderr)
-    if not inputs:
-        if not unusable:
-            print(f"error: no files in {', '.join(map(str, args.inputs))}", file=sys.stderr)
-        else:
-            print(f"error: none of the inputs can be read ({len(unusable)} failed)", file=sys.stderr)
+    if not report_inputs(args.inputs, inputs, unusable):
         return 2
     try:
         stylizer = open_stylizer(args, runtime_settings(args))

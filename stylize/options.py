@@ -7,6 +7,8 @@ whose actors open their painters with this same code, so both paint the same byt
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Sequence
 
 from core import arbitrary, multistyle
 from core.codec import InputError
@@ -65,3 +67,17 @@ def batch_options(args: argparse.Namespace) -> Options:
         fmt=args.format, quality=args.quality, max_side=args.max_side, strength=args.strength,
         preserve_colors=args.preserve_colors, tile=TILE_CHOICES[args.tile], overwrite=args.overwrite,
     )
+
+
+def report_inputs(given: Sequence[object], inputs: Sequence[object], unusable: Sequence[tuple[object, str]]) -> bool:
+    """Names each unusable input on stderr (the batch goes on with the rest); False when
+    nothing is left to paint, with the reason."""
+    for place, reason in unusable:
+        print(f"{place}: {reason}", file=sys.stderr)
+    if inputs:
+        return True
+    if not unusable:
+        print(f"error: no files in {', '.join(map(str, given))}", file=sys.stderr)
+    else:
+        print(f"error: none of the inputs can be read ({len(unusable)} failed)", file=sys.stderr)
+    return False

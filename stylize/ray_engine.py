@@ -630,7 +630,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     from core.runtime_choice import SettingError
     from stylize.models import ModelError
-    from stylize.options import batch_options, runtime_settings
+    from stylize.options import batch_options, report_inputs, runtime_settings
 
     if args.actors is not None and args.actors < 1:
         print("error: --actors must be at least 1", file=sys.stderr)
@@ -638,13 +638,7 @@ def main(args: argparse.Namespace) -> int:
     endpoint = s3_endpoint(args.s3_endpoint)
     places = Filesystems(endpoint)
     inputs, unusable = list_inputs(args.inputs, places)
-    for place, reason in unusable:
-        print(f"{place}: {reason}", file=sys.stderr)
-    if not inputs:
-        if not unusable:
-            print(f"error: no files in {', '.join(map(str, args.inputs))}", file=sys.stderr)
-        else:
-            print(f"error: none of the inputs can be read ({len(unusable)} failed)", file=sys.stderr)
+    if not report_inputs(args.inputs, inputs, unusable):
         return 2
     # Absolute paths: a cluster's nodes (and a rerun from another folder) see the same files.
     for name in ("onnx_dir", "model"):
