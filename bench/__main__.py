@@ -88,17 +88,20 @@ def keep_previous(results: dict, path: Path, skipped: list[str], kinds: list[str
         return
     previous = json.loads(path.read_text())
     date = previous.get("machine", {}).get("date", "an earlier run")
-    carried = []
+    # What the previous run itself carried keeps the date it was really measured.
+    earlier = report.carried_dates(previous)
+    dates = {}
     for section in skipped:
         if section in previous and section != "models":
             results[section] = previous[section]
-            carried.append(section)
+            dates[section] = earlier.get(section, date)
     old_rows = [r for r in previous.get("models", []) if r["kind"] not in kinds]
     if old_rows and "models" in results:
-        results["models"] += [{**r, "from_run": date} for r in old_rows]
-        carried.append("models: " + ", ".join(sorted({r["kind"] for r in old_rows})))
-    if carried:
-        results["carried_over"] = {"from": date, "sections": carried}
+        results["models"] += [{"from_run": date, **r} for r in old_rows]
+        for row in old_rows:
+            dates[f"models: {row['kind']}"] = row.get("from_run", date)
+    if dates:
+        results["carried_over"] = {"dates": dates}
 
 
 def main(argv: list[str] | None = None) -> int:

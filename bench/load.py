@@ -5,10 +5,13 @@
     .venv/bin/python -m bench.load --mode kills           # kill a worker in each phase, 3 times each
     .venv/bin/python -m bench.load --mode burst kills     # both (the figures in README, "Operating")
     .venv/bin/python -m bench.load --url http://127.0.0.1:8080 --duration 120
+    .venv/bin/python -m bench.load --mode burst --out bench/results/load.json   # kept beside the others
 
-Each mode starts its own server on free ports (``--url`` targets a running one for the
-steady load only). Reports answered and unanswered requests, status counts, latency
-percentiles, the server's resident memory (peak, sampled) and workers killed.
+Each mode starts its own server on free loopback ports, serving the built archives with this
+checkout's code (``checkout_store``; ``--url`` targets a running one for the steady load
+only). Reports answered and unanswered requests, status counts, latency percentiles, the
+server's resident memory (peak, sampled), the machine's lowest available memory, its load
+average, and workers killed.
 
 ``kills`` serves copies of one style archive under test names, with the current code and
 changed model configs (``derived_archive``), on a server whose workers load the test-only
@@ -41,6 +44,7 @@ import threading
 import time
 import zipfile
 from collections import Counter
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +57,7 @@ from PIL import Image
 from core import settings
 from core.paths import MODEL_STORE, ROOT
 from core.photos import content_photos, photo
+from server.launch import Server, free_ports
 from tests.support import fault_points
 
 #: Seconds a client waits before it calls a request unanswered.
@@ -225,16 +230,19 @@ def server_rss(java: int) -> int:
 
 
 class PeakRss:
-    """Samples the server's RSS every ``interval`` seconds while in the ``with`` block."""
+    """Samples the server's RSS, and the machine's available memory, every ``interval``
+    seconds while in the ``with`` block: ``peak`` and ``lowest_available`` bytes."""
 
     def __init__(self, java: int, interval: float = 0.25):
         self.java, self.interval, self.peak = java, interval, 0
+        self.lowest_available = psutil.virtual_memory().available
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             self.peak = max(self.peak, server_rss(self.java))
+            self.lowest_available = min(self.lowest_available, psutil.virtual_memory().available)
             self._stop.wait(self.interval)
 
     def __enter__(self) -> PeakRss:
@@ -303,27 +311,61 @@ TEST_SERVER_CONFIG = {"startupTimeout": 300, "handler": {"backend": "onnxruntime
 
 def derived_archive(source: Path, out_dir: Path, name: str, overrides: dict) -> Path:
     """A copy of archive ``source`` served as ``name``: the shipped fast-style config with
-    ``TEST_SERVER_CONFIG`` and ``overrides`` merged in, and the handler and ``core`` package
-    of this checkout, so a test server runs the code and settings under test whatever the
-    built archive holds."""
+    ``TEST_SERVER_CONFIG`` and ``overrides`` merged in, and this checkout's code, so a test
+    server runs the code and settings under test whatever the built archive holds."""
+    config = _merge(_merge(fast_model_config(), TEST_SERVER_CONFIG), overrides)
+    return checkout_archive(source, out_dir, name, config)
+
+
+def checkout_archive(source: Path, out_dir: Path, name: str | None = None, config: dict | None = None) -> Path:
+    """A copy of archive ``source`` (served as ``name``, default its own) running this
+    checkout's code: each Python package it carries (``core``, ``optimize``, ...) and its
+    handler come from the checkout, whole, so a module added since the build is there too.
+    ``config``: its model config instead of the archive's own. The benchmarks serve these,
+    so their figures are the code's under test, not the last build's."""
+    name = name or source.stem
     target = out_dir / f"{name}.mar"
     out_dir.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(source) as original, zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as copy_:
         manifest = json.loads(original.read("MAR-INF/MANIFEST.json"))
         config_name, handler_name = manifest["model"]["configFile"], manifest["model"]["handler"]
         manifest["model"]["modelName"] = name
+        packages = {item.split("/")[0] for item in original.namelist()
+                    if item.endswith(".py") and "/" in item and (ROOT / item.split("/")[0]).is_dir()}
         for item in original.infolist():
-            replaced = (handler_name, config_name, "MAR-INF/MANIFEST.json")
-            if item.filename.startswith("core/") or item.filename in replaced:
+            replaced = (handler_name, "MAR-INF/MANIFEST.json", *([config_name] if config is not None else []))
+            if item.filename.split("/")[0] in packages or item.filename in replaced:
                 continue
             copy_.writestr(item, original.read(item.filename))
         copy_.writestr("MAR-INF/MANIFEST.json", json.dumps(manifest, indent=2))
-        config = _merge(_merge(fast_model_config(), TEST_SERVER_CONFIG), overrides)
-        copy_.writestr(config_name, yaml.safe_dump(config, sort_keys=False))
+        if config is not None:
+            copy_.writestr(config_name, yaml.safe_dump(config, sort_keys=False))
         copy_.write(ROOT / "handlers" / handler_name, handler_name)
-        for path in sorted((ROOT / "core").glob("*.py")):
-            copy_.write(path, f"core/{path.name}")
+        for package in sorted(packages):
+            for path in sorted((ROOT / package).rglob("*.py")):
+                copy_.write(path, str(path.relative_to(ROOT)))
     return target
+
+
+def checkout_store(out_dir: Path, names: list[str] | None = None) -> Path:
+    """A model store of the built archives (``names``, default all) with this checkout's code."""
+    for source in sorted(MODEL_STORE.glob("*.mar")):
+        if names is None or source.stem in names:
+            checkout_archive(source, out_dir)
+    return out_dir
+
+
+@contextlib.contextmanager
+def serving(folder: Path, env: dict[str, str] | None = None, store: Path | None = None) -> Iterator[Server]:
+    """A ready server on free loopback ports in ``folder``: every built model with this
+    checkout's code (or the archives in ``store``); stopped on leaving."""
+    server = Server(folder / "server", store or checkout_store(folder / "store"), free_ports(), env=env)
+    server.start()
+    try:
+        server.wait_ready(timeout=900)  # nine models loading on 2 busy cores
+        yield server
+    finally:
+        server.stop()
 
 
 # --- kills in each phase ---------------------------------------------------------------------
@@ -347,40 +389,46 @@ def kill_idle(server, model: str, body: bytes, clients: int = 2, timeout: float 
     return outcomes
 
 
+def _kill_when_paused(server, model: str, body: bytes, holds: Path, phase: str,
+                      trigger: Callable[[int], list[Callable[[], Outcome]]], clients: int,
+                      timeout: float) -> list[Outcome]:
+    """Arms pause point ``phase``; ``trigger(worker)`` brings a worker there (returning the
+    requests it sent); ``clients`` more requests queue behind it; the paused worker is
+    killed; every answer is collected once a fresh worker is up."""
+    [worker] = wait_workers(server.management_url, model)
+    fault_points.hold(holds, model, phase)
+    try:
+        pending = trigger(worker)
+        victim = fault_points.wait_paused(holds, model, phase)
+        pending += [post_in_background(server.inference_url, model, body, timeout) for _ in range(clients)]
+        time.sleep(0.3)  # let the requests reach TorchServe's queue
+        kill(victim)
+    finally:
+        fault_points.release(holds, model, phase)
+    outcomes = [wait() for wait in pending]
+    wait_workers(server.management_url, model, exclude={worker, victim})
+    return outcomes
+
+
 def kill_loading(server, model: str, body: bytes, holds: Path, clients: int = 2,
                  timeout: float = 90) -> list[Outcome]:
     """Kills the replacement worker inside ``initialize`` with requests queued for it."""
-    [first] = wait_workers(server.management_url, model)
-    fault_points.hold(holds, model, "loading")
-    try:
-        kill(first)
-        loading = fault_points.wait_paused(holds, model, "loading")
-        pending = [post_in_background(server.inference_url, model, body, timeout) for _ in range(clients)]
-        time.sleep(0.3)  # let the requests reach TorchServe's queue
-        kill(loading)
-    finally:
-        fault_points.release(holds, model, "loading")
-    outcomes = [wait() for wait in pending]
-    wait_workers(server.management_url, model, exclude={first, loading})
-    return outcomes
+
+    def kill_the_worker(worker: int) -> list[Callable[[], Outcome]]:
+        kill(worker)  # its replacement pauses while loading
+        return []
+
+    return _kill_when_paused(server, model, body, holds, "loading", kill_the_worker, clients, timeout)
 
 
 def kill_admitted(server, model: str, body: bytes, holds: Path, clients: int = 2,
                   timeout: float = 60) -> list[Outcome]:
     """Kills the worker while one request holds its admission slot and others queue behind."""
-    [worker] = wait_workers(server.management_url, model)
-    fault_points.hold(holds, model, "admitted")
-    try:
-        first = post_in_background(server.inference_url, model, body, timeout)
-        victim = fault_points.wait_paused(holds, model, "admitted")
-        pending = [post_in_background(server.inference_url, model, body, timeout) for _ in range(clients - 1)]
-        time.sleep(0.3)
-        kill(victim)
-    finally:
-        fault_points.release(holds, model, "admitted")
-    outcomes = [first()] + [wait() for wait in pending]
-    wait_workers(server.management_url, model, exclude={worker})
-    return outcomes
+
+    def send_one(worker: int) -> list[Callable[[], Outcome]]:
+        return [post_in_background(server.inference_url, model, body, timeout)]  # it pauses once admitted
+
+    return _kill_when_paused(server, model, body, holds, "admitted", send_one, clients - 1, timeout)
 
 
 def kill_gathering(server, model: str, body: bytes, timeout: float = 15) -> list[Outcome]:
@@ -395,27 +443,18 @@ def kill_gathering(server, model: str, body: bytes, timeout: float = 15) -> list
     return [outcome]
 
 
-def kill_server(runtime: Path, holds: Path):
-    """A server with the ``KILL_MODELS`` (copies of ``wave``) and its pause points armed."""
-    from server.launch import Server, free_ports
-
-    store = runtime / "store"
-    for name, overrides in KILL_MODELS.items():
-        derived_archive(MODEL_STORE / "wave.mar", store, name, overrides)
-    return Server(runtime / "server", store, free_ports(), env=fault_points.worker_env(holds))
-
-
 def kills(rounds: int = 3) -> dict:
-    """``rounds`` kills in each phase; per phase: statuses, answered/unanswered, times."""
+    """``rounds`` kills in each phase, on a server of the ``KILL_MODELS`` (copies of ``wave``)
+    with its pause points armed; per phase: statuses, answered/unanswered, times."""
     body = jpeg(photo(96, 128))
     report: dict = {}
     with tempfile.TemporaryDirectory() as folder:
         runtime, holds = Path(folder), Path(folder) / "holds"
         holds.mkdir()
-        server = kill_server(runtime, holds)
-        server.start()
-        try:
-            server.wait_ready(timeout=900)  # nine models loading on 2 busy cores
+        store = runtime / "store"
+        for name, overrides in KILL_MODELS.items():
+            derived_archive(MODEL_STORE / "wave.mar", store, name, overrides)
+        with serving(runtime, fault_points.worker_env(holds), store) as server:
             phases = {
                 "idle": lambda: kill_idle(server, "one", body),
                 "loading": lambda: kill_loading(server, "one", body, holds),
@@ -425,8 +464,6 @@ def kills(rounds: int = 3) -> dict:
             for phase, run in phases.items():
                 outcomes = [o for _ in range(rounds) for o in run()]
                 report[phase] = summarize(outcomes)
-        finally:
-            server.stop()
     return report
 
 
@@ -434,32 +471,29 @@ def kills(rounds: int = 3) -> dict:
 
 
 def burst(count: int = 8, side: int = 4096, styles: tuple[str, ...] = ("la_muse", "scream", "udnie", "wave")) -> dict:
-    """``count`` concurrent ``side``-square photos over ``styles`` on a fresh server."""
-    from server.launch import Server, free_ports
-
+    """``count`` concurrent ``side``-square photos over ``styles`` on a fresh server. Each style
+    first paints one 1024² photo alone, as a server that has served has: admission's cost
+    then rests on an observed time, not only the runtime choice's measurement."""
     bodies = [jpeg(photo(side, side, index=i), quality=92) for i in range(count)]
-    with tempfile.TemporaryDirectory() as folder:
-        server = Server(Path(folder), MODEL_STORE, free_ports())
-        server.start()
-        try:
-            server.wait_ready(timeout=900)  # nine models loading on 2 busy cores
-            models = sorted(p.stem for p in MODEL_STORE.glob("*.mar"))
-            before = {m: set(worker_pids(server.management_url, m)) for m in models}
-            java = java_pid(server)
-            idle_rss = server_rss(java)
-            log_path = server.log_dir / "ts_log.log"
-            log_start = log_path.stat().st_size  # count only what the burst logs, not slow loads before it
-            with PeakRss(java) as rss, ThreadPoolExecutor(max_workers=count) as pool:
-                jobs = [pool.submit(post, server.inference_url, styles[i % len(styles)], body)
-                        for i, body in enumerate(bodies)]
-                outcomes = [job.result() for job in jobs]
-            after = {m: set(worker_pids(server.management_url, m)) for m in models}
-            with log_path.open("rb") as log_file:
-                log_file.seek(log_start)
-                log = log_file.read().decode(errors="replace")
-            small = post(server.inference_url, styles[0], jpeg(photo(192, 256)), timeout=60)
-        finally:
-            server.stop()
+    with tempfile.TemporaryDirectory() as folder, serving(Path(folder)) as server:
+        models = sorted(p.stem for p in server.model_store.glob("*.mar"))
+        for style in styles:
+            post(server.inference_url, style, jpeg(photo(1024, 1024, index=count)))
+        before = {m: set(worker_pids(server.management_url, m)) for m in models}
+        java = java_pid(server)
+        idle_rss = server_rss(java)
+        log_path = server.log_dir / "ts_log.log"
+        log_start = log_path.stat().st_size  # count only what the burst logs, not slow loads before it
+        load_before = os.getloadavg()
+        with PeakRss(java) as rss, ThreadPoolExecutor(max_workers=count) as pool:
+            jobs = [pool.submit(post, server.inference_url, styles[i % len(styles)], body)
+                    for i, body in enumerate(bodies)]
+            outcomes = [job.result() for job in jobs]
+        after = {m: set(worker_pids(server.management_url, m)) for m in models}
+        with log_path.open("rb") as log_file:
+            log_file.seek(log_start)
+            log = log_file.read().decode(errors="replace")
+        small = post(server.inference_url, styles[0], jpeg(photo(192, 256)), timeout=60)
     report = summarize(outcomes)
     report.update(
         count=count,
@@ -473,6 +507,8 @@ def burst(count: int = 8, side: int = 4096, styles: tuple[str, ...] = ("la_muse"
         worker_died_in_log=log.count("Worker died") + log.count("did not respond in given time"),
         idle_rss_gib=round(idle_rss / 2**30, 2),
         peak_rss_gib=round(rss.peak / 2**30, 2),
+        lowest_available_gib=round(rss.lowest_available / 2**30, 2),
+        load_average={"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in os.getloadavg()]},
         next_small_request=small.status,
     )
     return report
@@ -494,7 +530,9 @@ def calibrate(side: int = 4096, style: str = "wave") -> dict:
 def _calibrate_here(side: int, style: str) -> None:
     import resource
 
+    import ts
     from ts.context import Context, RequestProcessor
+    from ts.metrics.metric_cache_yaml_impl import MetricsCacheYamlImpl
 
     from core import admission
     from handlers.fast_style import FastStyleHandler
@@ -504,6 +542,9 @@ def _calibrate_here(side: int, style: str) -> None:
         manifest = json.loads((Path(folder) / "MAR-INF" / "MANIFEST.json").read_text())
         config = yaml.safe_load((Path(folder) / manifest["model"]["configFile"]).read_text())
         context = Context(style, folder, manifest, 1, None, "0.12.0", model_yaml_config=config)
+        # The handler's metric calls need TorchServe's metrics cache, as a worker has.
+        context.metrics = MetricsCacheYamlImpl(str(Path(ts.__file__).parent / "configs" / "metrics.yaml"))
+        context.metrics.initialize_cache()
         handler = FastStyleHandler()
         handler.initialize(context)
         body = jpeg(photo(side, side), quality=92)
@@ -517,17 +558,20 @@ def _calibrate_here(side: int, style: str) -> None:
         seconds = time.perf_counter() - started
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     assert bytes(painted[:4]) == b"\x89PNG", painted[:200]
-    threads = handler.admission.threads
+    door = handler.service.admission
+    threads = door.threads
     megapixels = side * side / 1e6
     print(json.dumps({
         "side": side,
         "seconds": round(seconds, 1),
         "threads": threads,
-        "runtime": handler.stylizer.runtime,
+        "runtime": handler.service.runtime,
         "core_seconds_per_megapixel": round(seconds * threads / megapixels, 2),
         "bytes_per_pixel": round((peak - before) / (side * side)),
         "settings_now": {"core_seconds_per_megapixel": admission.Settings.core_seconds_per_megapixel,
                          "bytes_per_pixel": admission.Settings.bytes_per_pixel},
+        "runtime_choice_core_seconds_per_megapixel": door.cost.measured,
+        "charged_core_seconds_per_megapixel": door.cost.core_seconds_per_megapixel,
     }))
 
 
@@ -539,8 +583,6 @@ def gatys_beside(duration: float = 30.0, styles: tuple[str, ...] = ("udnie", "wa
     (256 px, until its ``max_seconds``) running. The Gatys worker gets random-weight VGG19
     test weights (tests/support) when no real ones are configured: the speed is the same,
     the image is not."""
-    from server.launch import Server, free_ports
-
     with tempfile.TemporaryDirectory() as folder:
         env = {}
         if not settings.env("STYLE_VGG19_WEIGHTS"):
@@ -548,10 +590,7 @@ def gatys_beside(duration: float = 30.0, styles: tuple[str, ...] = ("udnie", "wa
 
             weights = write_random_weights(Path(folder) / "vgg19-random.pth", "vgg19", seed=0)
             env = {"STYLE_VGG19_WEIGHTS": str(weights), **TEST_OPT_IN_ENV}
-        server = Server(Path(folder) / "server", ROOT / "model_store", free_ports(), env=env)
-        server.start()
-        try:
-            server.wait_ready(timeout=900)  # nine models loading on 2 busy cores
+        with serving(Path(folder), env) as server:
             run_load(server.inference_url, list(styles), 2, 5, 20)  # warm-up
             alone = run_load(server.inference_url, list(styles), 2, duration, 100_000).summary()
             content, style = jpeg(photo(256, 256, 0)), jpeg(photo(256, 256, 1))
@@ -564,8 +603,6 @@ def gatys_beside(duration: float = 30.0, styles: tuple[str, ...] = ("udnie", "wa
             time.sleep(5)  # the optimization is under way
             beside = run_load(server.inference_url, list(styles), 2, duration, 100_000).summary()
             gatys.join()
-        finally:
-            server.stop()
     answer = box[0] if box else None
     return {
         "fast_alone": alone,
@@ -595,16 +632,8 @@ def measure(server, styles: list[str], concurrency: int, duration: float, max_re
 
 
 def steady(args) -> dict:
-    from server.launch import Server, free_ports
-
-    with tempfile.TemporaryDirectory() as runtime:
-        server = Server(Path(runtime), MODEL_STORE, free_ports())
-        server.start()
-        try:
-            server.wait_ready(timeout=900)  # nine models loading on 2 busy cores
-            return measure(server, args.styles, args.concurrency, args.duration, args.max_requests)
-        finally:
-            server.stop()
+    with tempfile.TemporaryDirectory() as folder, serving(Path(folder)) as server:
+        return measure(server, args.styles, args.concurrency, args.duration, args.max_requests)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -619,6 +648,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst", type=int, default=8, help="burst mode: photos sent at once")
     parser.add_argument("--side", type=int, default=4096, help="burst mode: the photos' side in pixels")
     parser.add_argument("--rounds", type=int, default=3, help="kills mode: kills per phase")
+    parser.add_argument("--out", type=Path, help="JSON file each mode's figures are written into, beside the "
+                        "other modes' (e.g. bench/results/load.json, which the benchmark report reads)")
     args = parser.parse_args(argv)
     report: dict = {}
     failed = False
@@ -642,6 +673,9 @@ def main(argv: list[str] | None = None) -> int:
             report[mode] = kills(args.rounds)
             failed |= any(r["unanswered"] for phase, r in report[mode].items() if "not shipped" not in phase)
         print(json.dumps({mode: report[mode]}, indent=1), flush=True)
+        if args.out:
+            kept = json.loads(args.out.read_text()) if args.out.exists() else {}
+            args.out.write_text(json.dumps({**kept, mode: report[mode]}, indent=1) + "\n")
     return 1 if failed else 0
 
 

@@ -12,12 +12,17 @@ settings as follows:
 - ``fp16``: on a GPU, ONNX Runtime's CUDA provider with ``<name>.fp16.onnx``, or OpenVINO's
   GPU device with the f16 hint.
 
+An OpenVINO bf16 candidate may keep its normalisation layers in fp32 (``fp32_norms``, label
+``openvino/bf16+fp32norms``): the runtime choice tries it when plain bf16 misses the floor.
+
 Which candidate serves is decided by measurement (``core.runtime_choice``), never assumed
 from the CPU's name.
 """
 
 from __future__ import annotations
 
+import tempfile
+import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -33,6 +38,8 @@ BACKENDS = ("onnxruntime", "openvino")
 PRECISIONS = ("fp32", "bf16", "int8", "fp16")
 #: Sibling files of ``<name>.onnx`` that hold the reduced-precision variants.
 VARIANT_FILES = {"int8": ".int8.onnx", "fp16": ".fp16.onnx"}
+#: The label suffix of a candidate that keeps its normalisation layers in fp32.
+FP32_NORMS = "+fp32norms"
 
 
 @dataclass(frozen=True)
@@ -43,19 +50,30 @@ class Candidate:
     backend: str
     precision: str
     device: str = "cpu"
+    #: Instance norms (statistics, scale and shift) in fp32, the rest at ``precision``.
+    fp32_norms: bool = False
 
     @property
     def label(self) -> str:
         """What the response header, the logs and the metrics call it: ``openvino/bf16``."""
         suffix = "" if self.device == "cpu" else f"@{self.device}"
-        return f"{self.backend}/{self.precision}{suffix}"
+        return f"{self.backend}/{self.precision}{FP32_NORMS if self.fp32_norms else ''}{suffix}"
 
     @classmethod
     def from_label(cls, label: str) -> Candidate:
-        """The inverse of ``label``: ``openvino/bf16`` or ``onnxruntime/fp16@cuda:0``."""
+        """The inverse of ``label``: ``openvino/bf16``, ``openvino/bf16+fp32norms`` or
+        ``onnxruntime/fp16@cuda:0``."""
         name, _, device = label.partition("@")
         backend, _, precision = name.partition("/")
-        return cls(backend, precision, device or "cpu")
+        fp32_norms = precision.endswith(FP32_NORMS)
+        return cls(backend, precision.removesuffix(FP32_NORMS), device or "cpu", fp32_norms)
+
+    def with_fp32_norms(self) -> Candidate | None:
+        """This candidate with its norms in fp32, where that is a different way to run it
+        (OpenVINO on a CPU at bf16); else None."""
+        if self.backend == "openvino" and self.device == "cpu" and self.precision == "bf16" and not self.fp32_norms:
+            return Candidate(self.backend, self.precision, self.device, fp32_norms=True)
+        return None
 
     @property
     def uses_variant_file(self) -> bool:
@@ -195,6 +213,8 @@ class OpenVinoEngine:
         if core is None:
             raise RuntimeError("backend 'openvino' asked for, but the openvino package is not installed")
         graph = core.read_model(model if isinstance(model, bytes) else str(model))
+        if candidate.fp32_norms:
+            graph, self._weights = _norms_in_fp32(graph)
         device = "GPU" if candidate.device == "GPU" else "CPU"
         config: dict[str, object] = {"PERFORMANCE_HINT": "LATENCY"}
         if candidate.precision == "int8":  # the QDQ file; its float layers in bf16 where possible
@@ -215,6 +235,65 @@ class OpenVinoEngine:
         request = self.compiled.create_infer_request()
         request.infer(feeds)
         return [np.array(request.get_tensor(port).data) for port in self._outputs]
+
+
+#: Normalisation layers and the element-wise scale and shift that follow them.
+NORM_TYPES = ("MVN",)
+NORM_AFFINE_TYPES = ("Multiply", "Add")
+#: OpenVINO's per-node "keep the original precision" mark, as its IR format writes it. The CPU
+#: plugin skips a node so marked when it lowers the graph to the inference precision (bf16 as
+#: well as f16). Python cannot attach this attribute object to a node directly, so the graph
+#: goes through the IR format, whose reader builds it from the text.
+_KEEP_PRECISION = {"name": "DisablePrecisionConversion", "version": "0", "value": "dynamic:f16"}
+
+
+def norm_layers(graph) -> set[str]:
+    """Names of the instance norms in ``graph`` and of the scale and shift applied to each
+    (a chain of Multiply/Add right after it): the statistics and the affine step together."""
+    names: set[str] = set()
+    for node in graph.get_ordered_ops():
+        if node.get_type_name() not in NORM_TYPES:
+            continue
+        names.add(node.get_friendly_name())
+        frontier = [node]
+        while frontier:
+            for target in frontier.pop().output(0).get_target_inputs():
+                follower = target.get_node()
+                if follower.get_type_name() in NORM_AFFINE_TYPES and follower.get_friendly_name() not in names:
+                    names.add(follower.get_friendly_name())
+                    frontier.append(follower)
+    return names
+
+
+def _norms_in_fp32(graph):
+    """``graph`` with its norm layers marked to keep fp32, and the weights buffer it reads
+    (kept alive with the engine)."""
+    import openvino
+
+    keep = norm_layers(graph)
+    with tempfile.TemporaryDirectory(prefix="norms-fp32-") as folder:
+        xml_path, bin_path = Path(folder) / "model.xml", Path(folder) / "model.bin"
+        openvino.save_model(graph, xml_path, compress_to_fp16=False)
+        tree = ElementTree.parse(xml_path)
+        weights = np.fromfile(bin_path, np.uint8)
+    for layer in tree.getroot().iter("layer"):
+        if layer.get("name") in keep:
+            rt_info = layer.find("rt_info")
+            if rt_info is None:
+                rt_info = ElementTree.SubElement(layer, "rt_info")
+            ElementTree.SubElement(rt_info, "attribute", _KEEP_PRECISION)
+    text = ElementTree.tostring(tree.getroot(), encoding="unicode")
+    return openvino_core().read_model(text, openvino.Tensor(weights)), weights
+
+
+def runtime_precisions(engine: OpenVinoEngine, layer_type: str) -> list[str]:
+    """The precision each compiled layer of ``layer_type`` runs at (``MVN``: ``f32``, ``bf16``)."""
+    found = []
+    for node in engine.compiled.get_runtime_model().get_ordered_ops():
+        info = node.get_rt_info()
+        if info["layerType"].astype(str) == layer_type:
+            found.append(info["runtimePrecision"].astype(str))
+    return found
 
 
 # Tiling runs some 17 stage sessions one after another: one shared arena keeps a single

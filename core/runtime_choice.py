@@ -2,9 +2,11 @@
 
 Machines differ (AVX2 only; AVX-512 with VNNI and BF16; a GPU), and so does the fastest
 correct way to run the same ``.onnx`` file. When a model is opened, every candidate the
-machine allows (``core.engines.candidates``) is timed on a fixed real photo, its output is
-compared with ONNX Runtime fp32 (the reference the export checked against PyTorch), those
-below a PSNR floor are dropped, and the fastest of the rest serves. The result is cached
+machine allows (``core.engines.candidates``) runs a batch of different real photos
+(``core.photos.measuring_photos``), its output is compared with ONNX Runtime fp32 (the
+reference the export checked against PyTorch) photo by photo, those whose worst photo is
+below a PSNR floor are dropped, and the fastest of the rest (timed on one photo) serves. A bf16 candidate that
+misses the floor is measured again with its instance norms kept in fp32. The result is cached
 in the runtime folder, keyed by the model file, the CPU and the libraries, so a restarted
 worker opens only the chosen engine.
 
@@ -12,7 +14,10 @@ Settings (model config ``handler.<name>``; the ``STYLE_<NAME>`` environment vari
 so an operator can retune a deployed archive; both declared in ``core.settings``):
 
 - ``backend``: ``auto`` | ``onnxruntime`` | ``openvino``;
-- ``precision``: ``auto`` | ``fp32`` | ``bf16`` | ``int8`` | ``fp16``;
+- ``precision``: ``auto`` | ``fp32`` | ``bf16`` | ``int8`` | ``fp16`` | ``fast``. ``fast`` is
+  the opt-in tier that trades quality for throughput: OpenVINO's int8 file (its float layers
+  in bf16 where the CPU has BF16) or OpenVINO bf16, whichever is faster above the fast floor;
+  CPUs without int8 dot-product instructions (VNNI, AMX) refuse it;
 - ``min_psnr_db``: the floor (default 45 dB with ``precision: auto``, so int8 is chosen only
   when asked for; with an explicit precision, that precision's own floor);
 - ``threads``: CPU threads per engine (0 = every core, ``core.settings.thread_count``).
@@ -46,17 +51,28 @@ from core.settings import SettingError as SettingError  # re-exported: callers c
 logger = logging.getLogger(__name__)
 
 AUTO = "auto"
-#: The floor when the precision is automatic: bf16 passes it, int8 does not.
+#: The opt-in fast tier (see the module docstring).
+FAST = "fast"
+#: What the ``precision`` setting accepts besides ``auto``.
+PRECISION_SETTINGS = (*PRECISIONS, FAST)
+#: The floor when the precision is automatic: bf16 usually passes it, int8 does not.
 DEFAULT_MIN_PSNR_DB = 45.0
-#: The floor of an explicitly asked-for precision (int8 trades a little quality for speed).
-PRECISION_FLOORS = {"fp32": 45.0, "bf16": 45.0, "fp16": 40.0, "int8": 36.0}
-#: Longer side of the measuring photo: large enough for the kernels' real behaviour, small
-#: enough that measuring every candidate costs a few seconds once per machine.
-MEASURE_SIDE = 320
+#: The floor of an explicitly asked-for precision (int8 trades a little quality for speed,
+#: the fast tier more).
+PRECISION_FLOORS = {"fp32": 45.0, "bf16": 45.0, "fp16": 40.0, "int8": 36.0, FAST: 32.0}
+#: CPU flags of int8 dot-product instructions, without which int8 is no faster than float.
+INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+#: Side of the square measuring photos: large enough for the kernels' real behaviour and for
+#: a precision's weak spots to show, small enough that measuring every candidate on all of
+#: them costs seconds once per machine.
+MEASURE_SIDE = 256
+#: How many different photos the quality floor is checked on (``core.photos.measuring_photos``).
+MEASURE_PHOTOS = 3
 #: Timed runs per candidate (after one warm-up run); the best counts.
 MEASURE_REPEATS = 2
 CACHE_ENV = "STYLE_RUNTIME_DIR"
-CACHE_VERSION = 1
+#: 2: the floor is checked on several photos (choices measured on one are measured again).
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -100,7 +116,7 @@ class RuntimeSettings:
             threads = -1
         if threads < 0:
             raise SettingError(f"{source} must be a whole number of threads (0 = every core), got {raw_threads!r}")
-        return cls(choice("backend", engines.BACKENDS), choice("precision", PRECISIONS), floor, threads)
+        return cls(choice("backend", engines.BACKENDS), choice("precision", PRECISION_SETTINGS), floor, threads)
 
     def floor(self) -> float:
         if self.min_psnr_db is not None:
@@ -112,7 +128,8 @@ class RuntimeSettings:
 class Measurement:
     label: str
     seconds: float
-    psnr_db: float
+    psnr_db: float  # the worst photo's
+    photos_psnr_db: list[float] = field(default_factory=list)  # each photo's, in order
 
 
 @dataclass
@@ -132,8 +149,21 @@ class Choice:
         }
 
 
+def cpu_has_int8() -> bool:
+    """Whether this CPU has int8 dot-product instructions (VNNI or AMX)."""
+    return any(flag in cpu.cpu_flags() for flag in INT8_FLAGS)
+
+
+def fast_tier(candidate: Candidate) -> bool:
+    """Whether ``candidate`` belongs to the fast tier: OpenVINO on the CPU at int8 or bf16."""
+    return (candidate.backend == "openvino" and candidate.device == "cpu" and candidate.precision in ("int8", "bf16")
+            and not candidate.fp32_norms)
+
+
 def wanted(found: list[Candidate], settings: RuntimeSettings) -> list[Candidate]:
     """The candidates the settings allow; an explicit setting nothing here can meet is an error."""
+    if settings.precision == FAST:
+        return _fast_candidates(found, settings)
     kept = [c for c in found if settings.backend in (AUTO, c.backend) and settings.precision in (AUTO, c.precision)]
     if kept:
         return kept
@@ -147,6 +177,19 @@ def wanted(found: list[Candidate], settings: RuntimeSettings) -> list[Candidate]
                        f"here; available: {available}")
 
 
+def _fast_candidates(found: list[Candidate], settings: RuntimeSettings) -> list[Candidate]:
+    if not cpu_has_int8():
+        raise SettingError("precision fast asked for, but this CPU has no int8 dot-product instructions (VNNI or "
+                           "AMX), so int8 would not be faster here; use precision auto (the fastest at full quality)")
+    if settings.backend == "onnxruntime":
+        raise SettingError("precision fast runs on OpenVINO; use backend auto or openvino with it")
+    kept = [c for c in found if fast_tier(c)]
+    if not kept:
+        raise SettingError("precision fast needs OpenVINO with an int8 file or BF16 on this CPU; available here: "
+                           + ", ".join(c.label for c in found))
+    return kept
+
+
 def psnr_db(reference: np.ndarray, output: np.ndarray) -> float:
     """PSNR of two images as delivered (rounded and clipped to 0..255)."""
     a = np.clip(np.rint(reference), 0, 255).astype(np.float64)
@@ -155,14 +198,22 @@ def psnr_db(reference: np.ndarray, output: np.ndarray) -> float:
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
+def photo_psnrs(reference: np.ndarray, output: np.ndarray) -> list[float]:
+    """PSNR of each image of a batch (the measuring photos) against the reference's."""
+    return [psnr_db(expected, got) for expected, got in zip(reference, output, strict=True)]
+
+
 def measure(engine: Engine, feeds: dict[str, np.ndarray], clock: Callable[[], float],
             repeats: int = MEASURE_REPEATS) -> tuple[float, np.ndarray]:
-    """Best-of-``repeats`` seconds of one run (after a warm-up run), and its output."""
+    """The output for the whole batch of measuring photos (also the warm-up run), and the
+    best-of-``repeats`` seconds of one run on the first photo alone: every photo is checked,
+    but timing one keeps a worker's cold start short."""
     output = engine.run(feeds)[0]
+    first_photo = {**feeds, "image": feeds["image"][:1]}
     best = math.inf
     for _ in range(repeats):
         started = clock()
-        output = engine.run(feeds)[0]
+        engine.run(first_photo)
         best = min(best, clock() - started)
     return best, output
 
@@ -175,34 +226,42 @@ def choose(
     clock: Callable[[], float] = time.perf_counter,
     recorded: Mapping[str, float] | None = None,
 ) -> Choice:
-    """The fastest allowed candidate whose output reaches the floor against the reference.
+    """The fastest allowed candidate whose output reaches the floor against the reference on
+    every photo of ``feeds`` (a batch: ``feeds["image"]`` holds the measuring photos).
 
     ``recorded``: per variant file (``int8``, ``fp16``), the lowest PSNR the build measured
     on its real check photos; a candidate running that file counts the lower of it and its
-    own measurement here, since one photo can flatter a variant that others expose.
-    With one allowed candidate nothing is timed, but its quality is still checked. When no
-    reduced-precision candidate reaches the floor under ``auto`` settings, the reference serves.
+    own measurement here. A bf16 candidate below the floor is measured again with its norms
+    in fp32 (``Candidate.with_fp32_norms``): statistics over a whole image are where bf16's
+    short mantissa may lose most, at the cost of a few layers. With one allowed candidate
+    nothing is timed, but its quality is still checked. When no reduced-precision candidate
+    reaches the floor under ``auto`` settings, the reference serves.
     """
     recorded = recorded or {}
     allowed = wanted(found, settings)
+    repeats = 1 if len(allowed) == 1 else MEASURE_REPEATS
     reference_engine = open_candidate(REFERENCE)
-    reference_seconds, reference = measure(reference_engine, feeds, clock, repeats=1 if len(allowed) == 1 else
-                                           MEASURE_REPEATS)
+    reference_seconds, reference = measure(reference_engine, feeds, clock, repeats)
     floor = settings.floor()
     measurements: list[Measurement] = []
     best: tuple[float, Candidate, Engine] | None = None
-    for candidate in allowed:
+    queue = list(allowed)
+    while queue:
+        candidate = queue.pop(0)
         if candidate == REFERENCE:
-            engine, seconds, quality = reference_engine, reference_seconds, math.inf
+            engine, seconds, quality, per_photo = reference_engine, reference_seconds, math.inf, []
         else:
             engine = open_candidate(candidate)
-            seconds, output = measure(engine, feeds, clock, repeats=1 if len(allowed) == 1 else MEASURE_REPEATS)
-            quality = psnr_db(reference, output)
+            seconds, output = measure(engine, feeds, clock, repeats)
+            per_photo = photo_psnrs(reference, output)
+            quality = min(per_photo)
             if candidate.uses_variant_file:
                 quality = min(quality, recorded.get(candidate.precision, math.inf))
-        measurements.append(Measurement(candidate.label, seconds, quality))
+        measurements.append(Measurement(candidate.label, seconds, quality, per_photo))
         if quality >= floor and (best is None or seconds < best[0]):
             best = (seconds, candidate, engine)
+        elif quality < floor and settings.precision != FAST and candidate.with_fp32_norms() is not None:
+            queue.append(candidate.with_fp32_norms())
     if best is None:
         if settings.backend == AUTO and settings.precision == AUTO:
             best = (reference_seconds, REFERENCE, reference_engine)
@@ -219,7 +278,8 @@ def choose(
 
 
 def cache_key(model: Path, found: list[Candidate], settings: RuntimeSettings) -> str:
-    """Everything the choice depends on: the model's bytes, the CPU, the libraries, the settings."""
+    """Everything the choice depends on: the model's bytes, the CPU, the libraries, the settings
+    (the measuring photos are the version's: change ``CACHE_VERSION`` with them)."""
     import onnxruntime
 
     parts = {

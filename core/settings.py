@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,7 +119,7 @@ _ENVIRONMENT = (
     # -- how a fast style runs: the environment wins over the model config --------------
     Setting("STYLE_BACKEND", str, None, "Engine for every fast style: auto, onnxruntime or openvino "
             "(unset: the model config's handler.backend).", _WORKERS),
-    Setting("STYLE_PRECISION", str, None, "Precision for every fast style: auto, fp32, bf16, int8 or fp16 "
+    Setting("STYLE_PRECISION", str, None, "Precision for every fast style: auto, fp32, bf16, int8, fp16 or fast "
             "(unset: handler.precision).", _WORKERS),
     Setting("STYLE_MIN_PSNR_DB", float, None, "Quality floor a runtime must reach against ONNX Runtime fp32 "
             "(unset: handler.min_psnr_db).", _WORKERS, expect="a positive number of dB (e.g. 45)"),
@@ -140,9 +140,16 @@ _ENVIRONMENT = (
             "memory (capped by a cgroup limit).", _ADMISSION),
     Setting("STYLE_ADMISSION_MEMORY_FRACTION", float, 0.5, "Share of the memory for images in progress when "
             "MEMORY_BYTES is 0; the rest is the idle server and headroom.", _ADMISSION),
-    Setting("STYLE_ADMISSION_CORE_SECONDS_PER_MEGAPIXEL", float, 12.0, "A fast-style request's work; about twice "
-            "what `python -m bench.load --mode calibrate` measures, for machines shared with other work.",
+    Setting("STYLE_ADMISSION_CORE_SECONDS_PER_MEGAPIXEL", float, 12.0, "A fast-style request's work with COST=fixed; "
+            "with COST=measured, for photo sizes not yet seen above the measuring photo's. About twice what "
+            "`python -m bench.load --mode calibrate` measures, for machines shared with other work.",
             _ADMISSION),
+    Setting("STYLE_ADMISSION_COST", str, "measured", "How a fast-style request's work is found: `measured` (per "
+            "photo size, the time requests took alone on this worker, times SAFETY; before any was seen, the runtime "
+            "choice's measured speed for small photos and CORE_SECONDS_PER_MEGAPIXEL for larger ones) or `fixed` "
+            "(CORE_SECONDS_PER_MEGAPIXEL for all).", _ADMISSION),
+    Setting("STYLE_ADMISSION_SAFETY", float, 1.5, "Measured cost's margin: work is charged this many times what "
+            "the engine was seen to take alone.", _ADMISSION),
     Setting("STYLE_ADMISSION_BYTES_PER_PIXEL", float, 350.0, "A fast-style request's memory.", _ADMISSION),
     Setting("STYLE_ADMISSION_GATYS_BYTES_PER_PIXEL", float, 4000.0, "A Gatys request's memory.", _ADMISSION),
     Setting("STYLE_ADMISSION_WAIT_S", float, 10.0, "Seconds a request waits for room before a 503.", _ADMISSION),
@@ -274,7 +281,8 @@ _UPLOADS = (
 )
 _RUNTIME = (
     Setting("backend", str, "auto", "Engine: auto (measured on the machine), onnxruntime or openvino.", _FAST),
-    Setting("precision", str, "auto", "auto, fp32, bf16, int8 or fp16 (a GPU).", _FAST),
+    Setting("precision", str, "auto", "auto, fp32, bf16, int8, fp16 (a GPU) or fast (opt-in: OpenVINO int8/bf16, "
+            "lower quality for throughput; CPUs with VNNI or AMX).", _FAST),
     Setting("min_psnr_db", float, None, "Quality floor against ONNX Runtime fp32 (unset: 45 dB with precision "
             "auto, else that precision's own floor).", _FAST, expect="a positive number of dB (e.g. 45)"),
     Setting("threads", int, 0, "CPU threads per engine; 0 = every core.", _FAST,
@@ -289,6 +297,13 @@ _ARBITRARY = (
     Setting("max_style_input_pixels", int, MAX_INPUT_PIXELS, "Pixels a style image may declare (they are shrunk "
             "to style_size after decoding).", "arbitrary"),
     Setting("style_cache_size", int, 256, "Style vectors kept in the cache.", "arbitrary"),
+)
+#: Bounds on an uploaded clip (``core.video.VideoLimits``) that nothing sensible reaches; what
+#: fits the response timeout is admission control's to say (``core.admission``).
+_VIDEO = (
+    Setting("max_video_frames", int, 18_000, "Frames a video upload may hold (frame count checked before "
+            "decoding).", _FAST),
+    Setting("max_video_seconds", float, 600.0, "Seconds a video upload may last.", _FAST),
 )
 _GATYS = (
     Setting("max_iterations", int, 1000, "Most iterations per resolution level a request may ask for.", "gatys"),
@@ -318,9 +333,9 @@ def _keyed(*settings: Setting) -> dict[str, Setting]:
 
 
 HANDLER_KEYS: dict[str, dict[str, Setting]] = {
-    "fast_style": _keyed(*_UPLOADS, *_RUNTIME, *_TILING),
-    "multistyle": _keyed(*_UPLOADS, *_RUNTIME),
-    "arbitrary": _keyed(*_UPLOADS, *_RUNTIME, *_ARBITRARY),
+    "fast_style": _keyed(*_UPLOADS, *_RUNTIME, *_TILING, *_VIDEO),
+    "multistyle": _keyed(*_UPLOADS, *_RUNTIME, *_VIDEO),
+    "arbitrary": _keyed(*_UPLOADS, *_RUNTIME, *_ARBITRARY, *_VIDEO),
     "gatys": _keyed(*_GATYS),
 }
 
@@ -351,3 +366,32 @@ def handler_settings(model_config: Mapping | None, family: str) -> dict[str, Any
         if raw is not None:
             values[name] = declared[name].parse(raw, f"handler.{name}")
     return values
+
+
+# ---------------------------------------------------------------------------------------
+# Settings classes: a frozen dataclass whose fields are declared settings
+# ---------------------------------------------------------------------------------------
+
+
+def environment_fields(prefix: str) -> dict[str, Setting]:
+    """The declared variables named ``<prefix><FIELD>``, keyed by field name (``FIELD`` in
+    lower case): ``STYLE_ADMISSION_WAIT_S`` is field ``wait_s`` of prefix ``STYLE_ADMISSION_``."""
+    return {name.removeprefix(prefix).lower(): s for name, s in ENVIRONMENT.items() if name.startswith(prefix)}
+
+
+def settings_dataclass(declared: Mapping[str, Setting]) -> Callable[[type], type]:
+    """Class decorator: the class as a frozen dataclass with a field per setting of
+    ``declared`` (field name -> setting; ``HANDLER_KEYS[family]`` or ``environment_fields``),
+    typed and defaulted as declared, in declaration order. A field the class writes itself
+    comes first and wins (a default computed at run time, say). So a settings class never
+    repeats a name, type or default: a setting declared here is its field."""
+
+    def build(cls: type) -> type:
+        own = dict(cls.__dict__.get("__annotations__", {}))
+        added = {name: s for name, s in declared.items() if name not in own}
+        cls.__annotations__ = {**own, **{name: s.kind for name, s in added.items()}}
+        for name, s in added.items():
+            setattr(cls, name, s.default.expanduser() if isinstance(s.default, Path) else s.default)
+        return dataclass(frozen=True)(cls)
+
+    return build

@@ -30,7 +30,7 @@ from PIL import Image
 from core import codec, engines, runtime_choice, tiling
 from core.codec import Limits
 from core.engines import Candidate, Engine
-from core.photos import default_parity_photo
+from core.photos import measuring_photos
 from core.runtime_choice import Choice, RuntimeSettings
 from core.style_options import finish
 
@@ -100,7 +100,9 @@ class Stylizer:
         found = engines.candidates(self.model, gpu_id)
         allowed = runtime_choice.wanted(found, self.settings)  # bad settings fail here, before any work
         key = runtime_choice.cache_key(self.model, allowed, self.settings)
+        # The choice may also be an allowed candidate run with its norms in fp32.
         known = {c.label: c for c in allowed}
+        known.update({n.label: n for n in (c.with_fp32_norms() for c in allowed) if n is not None})
         # One measurement at a time on the machine: workers starting together would time
         # each other, not the candidates. Whoever waited finds the choice cached.
         with runtime_choice.measuring_lock(cache):
@@ -115,9 +117,9 @@ class Stylizer:
         return choice
 
     def _measuring_feeds(self) -> dict[str, np.ndarray]:
-        photo = Image.open(default_parity_photo()).convert("RGB")
-        photo.thumbnail((runtime_choice.MEASURE_SIDE, runtime_choice.MEASURE_SIDE), Image.Resampling.LANCZOS)
-        return {"image": codec.to_array(photo)[None], **self.sample_feeds}
+        """The measuring photos as one batch: one call checks every photo's quality."""
+        photos = measuring_photos(runtime_choice.MEASURE_SIDE, runtime_choice.MEASURE_PHOTOS)
+        return {"image": np.stack([codec.to_array(photo) for photo in photos]), **self.sample_feeds}
 
     # -- running the network ------------------------------------------------------------
 

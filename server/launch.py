@@ -21,7 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -192,20 +192,25 @@ class Server:
         except OSError as error:
             return f"not reachable at {self.inference_url} ({error})"
 
-    def wait_ready(self, timeout: float = 300) -> list[str]:
-        """Waits until every model in the store has a READY worker; returns their names."""
+    def wait_ready(self, timeout: float = 300, on_ready: Callable[[str], None] | None = None,
+                   poll_s: float = 1.0) -> list[str]:
+        """Waits until every model in the store has a READY worker; returns their names.
+        ``on_ready(name)`` is called as each model is first seen ready (cold-start timings)."""
         expected = sorted(p.stem for p in self.model_store.glob("*.mar"))
         deadline = time.monotonic() + timeout
         pending = list(expected)
         while time.monotonic() < deadline:
             try:
                 key = self.management_key()
-                pending = [name for name in expected if not self._ready(name, key)]
+                for name in [name for name in pending if self._ready(name, key)]:
+                    pending.remove(name)
+                    if on_ready is not None:
+                        on_ready(name)
                 if not pending:
                     return expected
             except (OSError, ValueError):
                 pass
-            time.sleep(1)
+            time.sleep(poll_s)
         raise TimeoutError(f"TorchServe models not ready after {timeout:.0f}s: {pending}; see {self.log_dir}")
 
     def _ready(self, name: str, key: str | None) -> bool:

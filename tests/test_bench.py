@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from bench import isolated, report
-from bench.__main__ import higher_rate
+from bench.__main__ import higher_rate, keep_previous
 from bench.model_speed import network_flops
 
 
@@ -128,3 +128,17 @@ def test_gatys_precision_report_renders_targets_and_failures(tmp_path, monkeypat
     assert "about **15 s** of optimization" in report  # 50 default iterations x 0.3 s at 256 px
     assert "Training steps/s: failed: RuntimeError: boom" in report
     assert json.loads((tmp_path / "gatys.json").read_text())["optimize_cli"]["ratio"] == 0.5
+
+
+def test_a_section_carried_twice_keeps_the_date_it_was_measured(tmp_path):
+    """Run 3 skips what run 2 had already carried from run 1: the report must still say run 1."""
+    previous = {"machine": {"date": "run 2"}, "quality": {"psnr": 1}, "gatys": {"s": 2},
+                "carried_over": {"dates": {"quality": "run 1"}},
+                "models": [{"kind": "ort_fp32"}, {"kind": "torch", "from_run": "run 1"}]}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(previous))
+    results = {"machine": {"date": "run 3"}, "models": [{"kind": "ort_fp32"}]}
+    keep_previous(results, path, ["quality", "gatys"], ["ort_fp32"])
+    assert results["carried_over"]["dates"] == {"quality": "run 1", "gatys": "run 2", "models: torch": "run 1"}
+    assert results["models"][1] == {"kind": "torch", "from_run": "run 1"}
+    assert report.carried_dates({"carried_over": {"from": "old", "sections": ["highres"]}}) == {"highres": "old"}
