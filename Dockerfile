@@ -10,6 +10,9 @@
 #                    all archives, Gatys included: torch from PyTorch's CPU-only index
 #                    (TORCH_CPU_INDEX); --build-arg VARIANT=gpu takes PyPI's CUDA torch and
 #                    onnxruntime-gpu instead (docs/deploy.md, "Docker")
+#   bulk             docker build --target bulk -t style-transfer:bulk .
+#                    `python -m stylize ... --engine ray` (docs/bulk.md, deploy/ray/): the slim
+#                    set plus requirements-ray.txt and the built styles (build/onnx), no TorchServe
 # model_store/*.mar is baked in; mount another store over /home/model-server/model-store
 # to serve different archives without rebuilding. Settings: docker/entrypoint.py.
 # Without a Docker engine: scripts/test-image.sh builds and smoke-tests with podman.
@@ -40,6 +43,17 @@ FROM venv-serve AS venv-kserve
 RUN /opt/venv/bin/pip install --no-cache-dir -c /tmp/requirements/requirements.txt kserve \
  && /opt/venv/bin/python /tmp/build_checks.py no-torch /opt/venv \
  && /opt/venv/bin/python /tmp/build_checks.py no-cuda /opt/venv
+
+# ---- the same plus Ray Data, for bulk jobs (python -m stylize --engine ray) ------------------
+FROM venv-serve AS venv-bulk
+COPY requirements-ray.txt /tmp/requirements/
+# No TorchServe runs here, so the torch stand-in goes: Ray probes `import torch` (its
+# serializer, Ray Data) and would take the stand-in for PyTorch.
+RUN rm -r /opt/venv/torch-stub /opt/venv/lib/python3*/site-packages/torch-stub.pth \
+ && /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements/requirements-ray.txt \
+ && /opt/venv/bin/python /tmp/build_checks.py no-torch /opt/venv \
+ && /opt/venv/bin/python /tmp/build_checks.py no-cuda /opt/venv \
+ && /opt/venv/bin/python -c 'import ray.data, tqdm'
 
 # ---- the full environment: the slim set plus torch (Gatys) and KServe -------------------
 FROM ${PYTHON_IMAGE} AS venv-full
@@ -88,20 +102,13 @@ COPY predictor/ predictor/
 COPY optimize/ optimize/
 COPY lossnet/ lossnet/
 
-# ---- runtime: Java for TorchServe's frontend and the server user ---------------------------
-FROM ${PYTHON_IMAGE} AS runtime
+# ---- base: the server user and its environment, shared by every target --------------------
+FROM ${PYTHON_IMAGE} AS base
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
-# Debian's JRE is tracked by the base image's release, not pinned (DL3008): pinning would
-# break the build at every Debian security update. /usr/share/man/man1: the JRE's
-# postinst needs it and slim images drop it. uid 10001 is an ordinary (not --system) uid:
-# useradd warns about a system uid above SYS_UID_MAX. intel/openvino_telemetry "0": OpenVINO
-# telemetry declined (without the file OpenVINO counts as consent and writes to $HOME).
-# hadolint ignore=DL3008
-RUN mkdir -p /usr/share/man/man1 \
- && apt-get update \
- && apt-get install -y --no-install-recommends openjdk-17-jre-headless \
- && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
- && groupadd --gid 10001 model-server \
+# uid 10001 is an ordinary (not --system) uid: useradd warns about a system uid above
+# SYS_UID_MAX. intel/openvino_telemetry "0": OpenVINO telemetry declined (without the file
+# OpenVINO counts as consent and writes to $HOME).
+RUN groupadd --gid 10001 model-server \
  && useradd --uid 10001 --gid model-server --no-log-init --no-create-home --home-dir /home/model-server \
       --shell /usr/sbin/nologin model-server \
  && mkdir -p /home/model-server/intel \
@@ -122,19 +129,32 @@ ENV PATH=/opt/venv/bin:$PATH \
     MPLCONFIGDIR=/tmp/matplotlib \
     XDG_CACHE_HOME=/tmp/cache
 WORKDIR /app
+
+# ---- runtime: Java for TorchServe's frontend; what every server target runs ----------------
+FROM base AS runtime
+# Debian's JRE is tracked by the base image's release, not pinned (DL3008): pinning would
+# break the build at every Debian security update. /usr/share/man/man1: the JRE's
+# postinst needs it and slim images drop it.
+# hadolint ignore=DL3008
+RUN mkdir -p /usr/share/man/man1 \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends openjdk-17-jre-headless \
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb
 USER 10001:10001
 # Inference and metrics; management (8081) and gRPC stay on loopback inside the container.
 EXPOSE 8080 8082
+# Readiness, not liveness: healthy once every configured model has a READY worker
+# (docker/healthcheck.py; `--live` is the liveness check, /ping only).
+HEALTHCHECK --interval=15s --timeout=10s --start-period=300s --retries=3 \
+    CMD ["python", "/app/docker/healthcheck.py"]
+# The entrypoint, not `torchserve --foreground`, so that SIGTERM reaches java (see its docstring).
+ENTRYPOINT ["python", "/app/docker/entrypoint.py"]
 
 # ---- full: every archive, Gatys included (torch) ------------------------------------------
 FROM runtime AS full
 COPY --from=venv-full /opt/venv /opt/venv
 COPY model_store/ /home/model-server/model-store/
 COPY --from=app /app /app
-# Readiness: every configured model has a READY worker (docker/healthcheck.py).
-HEALTHCHECK --interval=15s --timeout=10s --start-period=300s --retries=3 \
-    CMD ["python", "/app/docker/healthcheck.py"]
-ENTRYPOINT ["python", "/app/docker/entrypoint.py"]
 
 # ---- kserve: the slim set plus KServe's model server, v2 protocol on 8080 -----------------
 FROM runtime AS kserve
@@ -146,14 +166,20 @@ HEALTHCHECK --interval=15s --timeout=10s --start-period=300s --retries=3 \
     CMD ["python", "/app/docker/healthcheck.py", "--kserve"]
 ENTRYPOINT ["python", "/app/docker/kserve_predictor.py"]
 
+# ---- bulk: python -m stylize on Ray Data, one machine or a KubeRay cluster (deploy/ray/) ---
+# No Java, archives or health check: KubeRay starts Ray in it with its own command and
+# checks the pods with `ray healthcheck`. Not built by CI's image test (Ray makes it large).
+FROM base AS bulk
+COPY --from=venv-bulk /opt/venv /opt/venv
+COPY --from=app /app /app
+COPY stylize/ /app/stylize/
+COPY build/onnx/ /app/build/onnx/
+USER 10001:10001
+ENTRYPOINT ["python", "-m", "stylize"]
+CMD ["--help"]
+
 # ---- serve (default): TorchServe on ONNX Runtime/OpenVINO, no torch -----------------------
 FROM runtime AS serve
 COPY --from=venv-serve /opt/venv /opt/venv
 COPY --from=store-slim /store/ /home/model-server/model-store/
 COPY --from=app /app /app
-# Readiness, not liveness: healthy once every configured model has a READY worker
-# (docker/healthcheck.py; `--live` is the liveness check, /ping only).
-HEALTHCHECK --interval=15s --timeout=10s --start-period=300s --retries=3 \
-    CMD ["python", "/app/docker/healthcheck.py"]
-# The entrypoint, not `torchserve --foreground`, so that SIGTERM reaches java (see its docstring).
-ENTRYPOINT ["python", "/app/docker/entrypoint.py"]

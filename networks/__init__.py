@@ -2,7 +2,8 @@
 shape as data.
 
 ``layout`` (the encoder / residual / decoder shape all four follow, as data, and the one
-builder), ``transformer_net`` (pytorch/examples' Johnson et al. network, and its state-dict
+builder), ``blocks`` (the residual block three of them share, and the Magenta networks' styled conv
+step), ``transformer_net`` (pytorch/examples' Johnson et al. network, and its state-dict
 loader), ``engstrom`` (Engstrom's TensorFlow network with TF semantics), ``multistyle``
 (Dumoulin et al.'s 26 styles), ``arbitrary`` (Ghiasi et al.'s predictor and transformer) and
 ``sizes`` (any image size in, the same size out). Module attribute names are each family's

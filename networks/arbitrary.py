@@ -15,11 +15,14 @@ read from the int8 ONNX files by ``export.arbitrary``.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from networks.layout import ARBITRARY, build
+from networks.blocks import ReflectConv, reflect_parts, styled_forward
+from networks.layout import ARBITRARY
 
 STYLE_DIM = 100
 #: The predictor halves the size five times; sides that are multiples of this stay even at
@@ -106,36 +109,8 @@ class StyleNorm(nn.Module):
         return F.instance_norm(x, weight=scale, bias=shift, eps=self.eps)
 
 
-class ReflectConv(nn.Module):
-    """(Nearest upsampling,) reflection pad, conv with bias; then ``StyleNorm`` when
-    ``styled``, and ReLU unless ``relu`` is off."""
-
-    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int = 1, upsample: int = 1,
-                 styled: bool = True, relu: bool = True):
-        super().__init__()
-        self.upsample, self.relu, self.pad = upsample, relu, kernel // 2
-        self.conv = nn.Conv2d(in_ch, out_ch, kernel, stride)
-        self.norm = StyleNorm(out_ch) if styled else None
-
-    def forward(self, x: torch.Tensor, style_vector: torch.Tensor) -> torch.Tensor:
-        if self.upsample > 1:
-            x = F.interpolate(x, scale_factor=self.upsample, mode="nearest")
-        y = self.conv(F.pad(x, (self.pad,) * 4, mode="reflect"))
-        if self.norm is not None:
-            y = self.norm(y, style_vector)
-        return F.relu(y) if self.relu else y
-
-
-class StyleResidualBlock(nn.Module):
-    """``x + StyleNorm(conv(relu(StyleNorm(conv(x)))))``."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv1 = ReflectConv(channels, channels, 3)
-        self.conv2 = ReflectConv(channels, channels, 3, relu=False)
-
-    def forward(self, x: torch.Tensor, style_vector: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(self.conv1(x, style_vector), style_vector)
+#: The transformer's conv step: convs with bias, each followed by a ``StyleNorm``.
+StyleConv = partial(ReflectConv, bias=True, norm=StyleNorm)
 
 
 class StyleTransformer(nn.Module):
@@ -143,19 +118,10 @@ class StyleTransformer(nn.Module):
 
     def __init__(self):
         super().__init__()
-        parts = build(
-            ARBITRARY,
-            contract=lambda c: ReflectConv(*c, styled=False),  # the style enters after the contraction
-            residual=StyleResidualBlock,
-            expand=lambda c: ReflectConv(c.in_ch, c.out_ch, c.kernel, upsample=c.scale),
-            output=lambda c: ReflectConv(*c, relu=False),
-        )
+        parts = reflect_parts(ARBITRARY, StyleConv, norm=None)  # the style enters after the contraction
         self.contract = nn.ModuleList(parts.contract)
         self.residual = nn.ModuleList(parts.residual)
         self.expand = nn.ModuleList([*parts.expand, parts.output])
 
     def forward(self, x: torch.Tensor, style_vector: torch.Tensor) -> torch.Tensor:
-        y = x / 255.0
-        for layer in [*self.contract, *self.residual, *self.expand]:
-            y = layer(y, style_vector)
-        return torch.sigmoid(y) * 255.0
+        return styled_forward([*self.contract, *self.residual, *self.expand], x, style_vector)

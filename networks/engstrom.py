@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from networks.blocks import ResidualBlock
 from networks.layout import JOHNSON, build
 
 
@@ -81,18 +82,6 @@ class TFConvTranspose(nn.Module):
         return F.relu(self.norm(y))
 
 
-class TFResidualBlock(nn.Module):
-    """``x + IN(conv(relu(IN(conv(x)))))`` – the second conv has no ReLU."""
-
-    def __init__(self, channels: int = 128):
-        super().__init__()
-        self.conv1 = TFConv(channels, channels, 3, 1)
-        self.conv2 = TFConv(channels, channels, 3, 1, relu=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(self.conv1(x))
-
-
 class EngstromNet(nn.Module):
     """Engstrom's fast-style-transfer network; layer order = TF variable creation order."""
 
@@ -101,7 +90,7 @@ class EngstromNet(nn.Module):
         parts = build(
             JOHNSON,
             contract=lambda c: TFConv(*c),
-            residual=TFResidualBlock,
+            residual=lambda channels: ResidualBlock(channels, TFConv),
             expand=lambda c: TFConvTranspose(*c),  # TF upsamples by a stride-2 transposed conv
             output=lambda c: TFConv(*c, relu=False),
         )

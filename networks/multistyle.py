@@ -13,12 +13,15 @@ blocks, two nearest-neighbour upsamplings and a sigmoid output.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from core.multistyle import NUM_STYLES
-from networks.layout import MULTISTYLE, build
+from networks.blocks import ReflectConv, reflect_parts, styled_forward
+from networks.layout import MULTISTYLE
 
 
 class ConditionalInstanceNorm(nn.Module):
@@ -34,34 +37,8 @@ class ConditionalInstanceNorm(nn.Module):
         return F.instance_norm(x, weight=style_weights @ self.scale, bias=style_weights @ self.shift, eps=self.eps)
 
 
-class StyledConv(nn.Module):
-    """(Nearest upsampling,) reflection pad, bias-free conv, conditional instance norm, (ReLU)."""
-
-    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int = 1, upsample: int = 1, relu: bool = True):
-        super().__init__()
-        self.upsample = upsample
-        self.relu = relu
-        self.pad = kernel // 2
-        self.conv = nn.Conv2d(in_ch, out_ch, kernel, stride, bias=False)
-        self.norm = ConditionalInstanceNorm(out_ch)
-
-    def forward(self, x: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
-        if self.upsample > 1:
-            x = F.interpolate(x, scale_factor=self.upsample, mode="nearest")
-        y = self.norm(self.conv(F.pad(x, (self.pad,) * 4, mode="reflect")), style_weights)
-        return F.relu(y) if self.relu else y
-
-
-class StyledResidualBlock(nn.Module):
-    """``x + CIN(conv(relu(CIN(conv(x)))))``."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv1 = StyledConv(channels, channels, 3)
-        self.conv2 = StyledConv(channels, channels, 3, relu=False)
-
-    def forward(self, x: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(self.conv1(x, style_weights), style_weights)
+#: The family's conv step: bias-free, every conv followed by the conditional instance norm.
+StyledConv = partial(ReflectConv, bias=False, norm=ConditionalInstanceNorm)
 
 
 class MultistyleNet(nn.Module):
@@ -69,19 +46,10 @@ class MultistyleNet(nn.Module):
 
     def __init__(self):
         super().__init__()
-        parts = build(
-            MULTISTYLE,
-            contract=lambda c: StyledConv(*c),
-            residual=StyledResidualBlock,
-            expand=lambda c: StyledConv(c.in_ch, c.out_ch, c.kernel, upsample=c.scale),
-            output=lambda c: StyledConv(*c, relu=False),
-        )
+        parts = reflect_parts(MULTISTYLE, StyledConv)
         self.contract = nn.ModuleList(parts.contract)
         self.res = nn.ModuleList(parts.residual)
         self.expand = nn.ModuleList([*parts.expand, parts.output])
 
     def forward(self, x: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
-        y = x / 255.0
-        for layer in [*self.contract, *self.res, *self.expand]:
-            y = layer(y, style_weights)
-        return torch.sigmoid(y) * 255.0
+        return styled_forward([*self.contract, *self.res, *self.expand], x, style_weights)

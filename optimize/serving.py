@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image
@@ -16,7 +15,7 @@ from PIL import Image
 from core.codec import encode, fit_max_side
 from core.errors import Unavailable
 from core.request import Param
-from core.settings import RESPONSE_TIMEOUT_S, handler_default, handler_settings, thread_count
+from core.settings import HANDLER_KEYS, RESPONSE_TIMEOUT_S, handler_settings, settings_dataclass, thread_count
 from lossnet import ARCHITECTURES, AUTO, PRECISIONS
 from optimize.transfer import Plan, Progress, TransferResult
 
@@ -34,43 +33,22 @@ class LossNetworkUnavailable(Unavailable):
     """
 
 
-def _limit(key: str) -> Any:
-    """The declared default of ``handler.<key>`` for the gatys model (``core.settings``)."""
-    return handler_default("gatys", key)
-
-
-@dataclass(frozen=True)
+@settings_dataclass(HANDLER_KEYS["gatys"])
 class ServingLimits:
     """What one request may ask for; read from the ``handler:`` key of the model config.
-    Every field is a ``handler`` key declared, with its meaning and default, in
-    ``core.settings`` (``HANDLER_KEYS["gatys"]``).
+    Its fields are the ``handler`` keys declared, with their meanings, types and defaults, in
+    ``core.settings`` (``HANDLER_KEYS["gatys"]``): ``max_iterations``, ``max_side``,
+    ``time_budget_s``, ``intra_op_threads`` and the rest.
 
     ``time_budget_s`` is how long optimization may run. It is capped at the model's
     ``responseTimeout`` minus ``response_margin_s`` (decoding, target features, encoding),
     because a request that outlives the timeout gets its worker killed and the client
-    nothing; stopping early instead returns the best image so far.
+    nothing; stopping early instead returns the best image so far. Style images have their
+    own pixel limit (``max_style_input_pixels``): they are resized for the optimizer while
+    decoding, so a large painting costs memory once, not per iteration, and ``max_side`` (the
+    output's size) does not apply to them. ``intra_op_threads`` 0 gives one request on an
+    idle server the whole machine (admission control keeps the fast styles beside it in time).
     """
-
-    max_iterations: int = _limit("max_iterations")
-    default_iterations: int = _limit("default_iterations")
-    max_side: int = _limit("max_side")
-    default_max_side: int = _limit("default_max_side")
-    max_styles: int = _limit("max_styles")
-    max_scales: int = _limit("max_scales")
-    max_style_scale: float = _limit("max_style_scale")
-    max_input_pixels: int = _limit("max_input_pixels")  # content image, checked from its header before decoding
-    #: Style images get their own limit: they are resized for the optimizer (to the output's
-    #: side times ``style_scale``) while decoding, so a large painting costs memory once, not
-    #: per iteration, and ``max_side`` (the output's size) does not apply to them.
-    max_style_input_pixels: int = _limit("max_style_input_pixels")
-    time_budget_s: float = _limit("time_budget_s")
-    response_margin_s: float = _limit("response_margin_s")
-    stream_interval_s: float = _limit("stream_interval_s")
-    preview_side: int = _limit("preview_side")
-    history_size: int = _limit("history_size")
-    #: Torch CPU threads for this worker; 0 = every core, so one request on an idle server
-    #: gets the whole machine (admission control keeps the fast styles beside it in time).
-    intra_op_threads: int = _limit("intra_op_threads")
 
     @classmethod
     def from_model_config(cls, config: dict | None) -> ServingLimits:

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import yaml
 
-from core import settings
 from core.files import atomic_write
 
 MANIFEST = "MAR-INF/MANIFEST.json"
@@ -41,12 +40,6 @@ class Archive:
     folder: Path
     model_file: Path | None
     config: dict = field(default_factory=dict)
-
-    @property
-    def handler_settings(self) -> dict:
-        """The ``handler:`` section of the model config, as the TorchServe handler reads it:
-        checked and typed by ``core.settings``, defaults filled in."""
-        return settings.handler_settings(self.config, self.family)
 
 
 def unpack(mar: Path, runtime_dir: Path) -> Archive:

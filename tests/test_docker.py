@@ -58,6 +58,26 @@ def _stages() -> dict[str, list[tuple[str, str]]]:
     return stages
 
 
+def _lineage(target: str) -> list[list[tuple[str, str]]]:
+    """``target``'s instructions and those of the stages it is built FROM, nearest first:
+    what it inherits (HEALTHCHECK, ENTRYPOINT, USER, ENV) is the nearest one's."""
+    stages = _stages()
+    lineage = []
+    while target in stages:
+        lineage.append(stages[target][1:])
+        target = stages[target][0][1].split()[0]
+    return lineage
+
+
+def _inherited(target: str, keyword: str) -> str | None:
+    """The arguments of the last ``keyword`` instruction that applies to ``target``."""
+    for body in _lineage(target):
+        found = [args for k, args in body if k == keyword]
+        if found:
+            return found[-1]
+    return None
+
+
 def _load(path: Path, name: str):
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
@@ -82,18 +102,21 @@ def test_every_copy_source_exists_and_is_in_the_build_context():
         sources = [w for w in words[:-1] if not w.startswith("--")]
         for source in sources:
             assert (ROOT / source).exists(), f"COPY source {source} missing"
-            assert source.rstrip("/").split("/")[0] in allowed, f"{source} is excluded by .dockerignore"
+            path = source.rstrip("/")
+            assert any(path == entry or path.startswith(entry + "/") for entry in allowed), \
+                f"{source} is excluded by .dockerignore"
 
 
 def test_runs_as_non_root_with_healthcheck_and_entrypoint():
+    """The default image (``serve``) and the other TorchServe one (``full``)."""
     instructions = _instructions()
-    users = [args for keyword, args in instructions if keyword == "USER"]
-    assert users and users[-1].split(":")[0] not in ("root", "0")
-    healthcheck = " ".join(args for keyword, args in instructions if keyword == "HEALTHCHECK")
-    assert "docker/healthcheck.py" in healthcheck
+    for target in ("serve", "full"):
+        user = _inherited(target, "USER")
+        assert user and user.split(":")[0] not in ("root", "0"), target
+        assert "docker/healthcheck.py" in (_inherited(target, "HEALTHCHECK") or ""), target
+        entrypoint = _inherited(target, "ENTRYPOINT")
+        assert entrypoint and "docker/entrypoint.py" in entrypoint and "--foreground" not in entrypoint, target
     assert "/ping" in HEALTHCHECK.read_text()
-    entrypoint = [args for keyword, args in instructions if keyword == "ENTRYPOINT"]
-    assert entrypoint and "docker/entrypoint.py" in entrypoint[-1] and "--foreground" not in entrypoint[-1]
     assert len([args for keyword, args in instructions if keyword == "FROM"]) >= 2, "multi-stage build"
 
 
@@ -137,18 +160,42 @@ def test_default_target_is_the_slim_image_and_asserts_no_cuda():
     assert "build_checks.py no-cuda" in text["venv-full"], "the full CPU variant fails on CUDA libraries"
     assert "build_checks.py torch-free-store" in text["store-slim"]
     for target in ("serve", "kserve", "full"):
-        assert any(k == "HEALTHCHECK" for k, _ in stages[target]), target
+        assert "docker/healthcheck.py" in (_inherited(target, "HEALTHCHECK") or ""), target
     assert "kserve_predictor.py" in text["kserve"] and "--kserve" in text["kserve"]
+    assert "--kserve" in _inherited("kserve", "HEALTHCHECK") and "--kserve" not in _inherited("serve", "HEALTHCHECK")
+
+
+def test_bulk_target_runs_the_batch_cli_on_ray_without_torchserve():
+    """``--target bulk``: the slim set plus requirements-ray.txt (no torch, no CUDA, no torch
+    stand-in, which Ray would take for PyTorch), the CLI and the built styles; no Java; the
+    image deploy/ray/rayjob.yaml names. CI's image test does not build it (Ray makes it large)."""
+    stages = _stages()
+    text = {name: " ".join(args for _, args in body) for name, body in stages.items()}
+    assert stages["venv-bulk"][0][1].split()[0] == "venv-serve"
+    assert "-r /tmp/requirements/requirements-ray.txt" in text["venv-bulk"]
+    assert "rm -r /opt/venv/torch-stub" in text["venv-bulk"] and "torch-stub.pth" in text["venv-bulk"]
+    for check in ("no-torch", "no-cuda"):
+        assert f"build_checks.py {check} /opt/venv" in text["venv-bulk"], check
+    assert "-c requirements.txt" in (ROOT / "requirements-ray.txt").read_text().splitlines()
+    assert "--from=venv-bulk" in text["bulk"]
+    assert "stylize/" in text["bulk"] and "build/onnx/" in text["bulk"]
+    assert not any("openjdk" in args for body in _lineage("bulk") for _, args in body), "no Java"
+    assert _inherited("bulk", "HEALTHCHECK") is None, "KubeRay checks the pods itself"
+    assert _inherited("bulk", "USER").split(":")[0] not in ("root", "0")
+    assert json.loads(_inherited("bulk", "ENTRYPOINT")) == ["python", "-m", "stylize"]
+    assert "image: style-transfer:bulk" in (ROOT / "deploy" / "ray" / "rayjob.yaml").read_text()
+    assert "--target bulk -t style-transfer:bulk" in DOCKERFILE.read_text()
+    assert not re.search(r"^build bulk", (ROOT / "scripts" / "test-image.sh").read_text(), re.MULTILINE)
 
 
 def test_image_runs_from_tmp_for_any_uid():
     """Writable state under /tmp: an arbitrary uid (group 0) and a read-only root with a
     tmpfs on /tmp work; matplotlib and ONNX Runtime get writable folders there too."""
-    runtime = _stages()["runtime"]
-    env = " ".join(args for keyword, args in runtime if keyword == "ENV")
+    base = _stages()["base"]  # every target's
+    env = " ".join(args for keyword, args in base if keyword == "ENV")
     for setting in ("STYLE_RUNTIME_DIR=/tmp/", "MPLCONFIGDIR=/tmp/", "XDG_CACHE_HOME=/tmp/"):
         assert setting in env, setting
-    run = " ".join(args for keyword, args in runtime if keyword == "RUN")
+    run = " ".join(args for keyword, args in base if keyword == "RUN")
     assert "useradd --uid 10001" in run and "--system" not in run, "uid 10001 is above SYS_UID_MAX: useradd warns"
 
 

@@ -9,7 +9,15 @@ import torch.nn.functional as F
 
 from core import codec
 from export.weights import load_engstrom
-from networks import EngstromNet, SizePreserving, TFConvTranspose, TransformerNet, load_pytorch_examples
+from networks import (
+    EngstromNet,
+    MultistyleNet,
+    SizePreserving,
+    StyleTransformer,
+    TFConvTranspose,
+    TransformerNet,
+    load_pytorch_examples,
+)
 from networks.engstrom import even_size_same_padding, tf_same_padding
 
 
@@ -40,6 +48,20 @@ def test_transposed_conv_is_the_gradient_of_same_conv():
     torch.testing.assert_close(ours, gradient, rtol=1e-5, atol=1e-5)
     shifted = F.conv_transpose2d(y, kernel, stride=2, padding=1, output_padding=1)
     assert not torch.allclose(shifted, gradient, atol=1e-3)
+
+
+@pytest.mark.parametrize(("network", "count", "keys"), [
+    (EngstromNet, 48, {"residuals.4.conv2.conv.weight", "residuals.4.conv2.norm.scale", "deconv2.norm.shift"}),
+    (MultistyleNet, 54, {"contract.0.conv.weight", "res.5.conv2.norm.scale", "expand.2.norm.shift"}),
+    (StyleTransformer, 84, {"contract.0.conv.bias", "residual.4.conv1.norm.scale.weight", "expand.2.norm.shift.bias"}),
+])
+def test_shared_blocks_keep_each_familys_checkpoint_keys(network, count, keys):
+    """The blocks in networks/blocks.py are shared; the state-dict keys (what the weight
+    porters and saved checkpoints address) stay each family's."""
+    state = network().state_dict()
+    assert len(state) == count and keys <= state.keys()
+    assert not any(key.startswith("contract.") and ".norm." in key for key in state if network is StyleTransformer)
+    assert not any(key.endswith("conv.bias") for key in state if network is not StyleTransformer), "bias-free convs"
 
 
 @pytest.mark.parametrize("network", [EngstromNet, TransformerNet])
