@@ -8,10 +8,12 @@ shapes (a multipart POST, streamed lines), not another dependency.
 from __future__ import annotations
 
 import json
+import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.client import HTTPResponse
 from pathlib import Path
@@ -20,9 +22,10 @@ from typing import Any
 from PIL import Image
 
 from app import local
-from core import codec, settings
-from core.style_options import PARAMS
-from stylize.models import ModelError
+from core import codec, settings, video
+from core.errors import InputError
+from core.settings import RESPONSE_TIMEOUT_S
+from core.style_options import PARAMS, VIDEO_PARAMS
 
 DEFAULT_SERVER_URL = settings.default("STYLE_SERVER_URL")
 #: TorchServe's default management port, assumed on the inference URL's host unless
@@ -34,6 +37,8 @@ INFERENCE_TOKEN, MANAGEMENT_TOKEN = "STYLE_SERVER_TOKEN", "STYLE_MANAGEMENT_TOKE
 PING_TIMEOUT_S = 2.0
 #: A fast style answers in seconds; this only bounds a server that hangs.
 FAST_TIMEOUT_S = 120.0
+#: A clip may take the server its whole response timeout; a little more covers the transfer.
+VIDEO_TIMEOUT_S = RESPONSE_TIMEOUT_S + 30.0
 #: Server answers that mean "this server cannot do it" rather than "your request is wrong":
 #: the model is not registered (404) or the server failed (5xx). Those fall back to local.
 _SERVER_SIDE = (404, 500, 502, 503, 504, 507)
@@ -188,6 +193,33 @@ def _fast_fields(params: dict[str, Any]) -> dict[str, str]:
             "preserve_colors": "true" if params["preserve_colors"] else "false"}
 
 
+def server_or_local(model: str, fields: dict[str, str], files: Files, url: str,
+                    local: Callable[[], tuple[bytes, str]], timeout: float = FAST_TIMEOUT_S,
+                    verb: str = "Stylized", what: str = "request") -> tuple[bytes, str, str]:
+    """TorchServe's answer from ``/predictions/<model>``, or, when the server is unreachable or
+    cannot serve the model, ``local()``'s (its bytes and the runtime that made them): the
+    bytes, ``"server"`` or ``"local"``, and the note saying which and why. A request the server
+    refuses (a 4xx: the ``what`` was bad) is a ``ClientError`` with its reason, not retried here."""
+    url = normalize_url(url)
+    reason = ping(url)
+    if reason is None:
+        try:
+            with post(f"{url}/predictions/{model}", fields, files, timeout) as response:
+                return response.read(), "server", f"{verb} by TorchServe at {url} (model '{model}')."
+        except urllib.error.HTTPError as error:
+            message = error_message(error)
+            if error.code not in _SERVER_SIDE:
+                raise ClientError(f"The server refused the {what} (HTTP {error.code}): {message}") from None
+            reason = f"could not serve '{model}' (HTTP {error.code}: {message})"
+        except OSError as error:
+            reason = f"failed during the request ({why(error)})"
+    try:
+        data, runtime = local()
+    except (OSError, RuntimeError, ValueError) as error:  # a missing build (ModelError), a bad file
+        raise ClientError(f"The server at {url} {reason}, and the local fallback cannot run: {error}") from None
+    return data, "local", f"{verb} locally with {runtime} ({model}): the server at {url} {reason}."
+
+
 def stylize_fast(photo_bytes: bytes, style: str, options: FastOptions, url: str, onnx_dir: Path,
                  timeout: float = FAST_TIMEOUT_S) -> Outcome:
     """Stylizes with TorchServe's ``/predictions/<style>``; when the server is unreachable or
@@ -198,26 +230,69 @@ def stylize_fast(photo_bytes: bytes, style: str, options: FastOptions, url: str,
     """
     params = options.params()
     photo = decode_photo(photo_bytes, params["max_side"])
-    url = normalize_url(url)
-    reason = ping(url)
-    if reason is None:
-        try:
-            with post(f"{url}/predictions/{style}", _fast_fields(params),
-                      {"image": ("photo.png", codec.encode(photo, "png"), "image/png")}, timeout) as response:
-                data = response.read()
-            return Outcome(photo, codec.decode(data), data, "server",
-                           f"Stylized by TorchServe at {url} (model '{style}').")
-        except urllib.error.HTTPError as error:
-            message = error_message(error)
-            if error.code not in _SERVER_SIDE:
-                raise ClientError(f"The server refused the request (HTTP {error.code}): {message}") from None
-            reason = f"could not serve '{style}' (HTTP {error.code}: {message})"
-        except OSError as error:
-            reason = f"failed during the request ({why(error)})"
+
+    def here() -> tuple[bytes, str]:
+        painted = local.stylize(photo, style, params, onnx_dir)
+        return codec.encode(painted, "png"), local.stylizer(style, onnx_dir).runtime
+
+    data, backend, note = server_or_local(style, _fast_fields(params),
+                                          {"image": ("photo.png", codec.encode(photo, "png"), "image/png")},
+                                          url, here, timeout)
+    return Outcome(photo, codec.decode(data), data, backend, note)
+
+
+@dataclass(frozen=True)
+class VideoOutcome:
+    """A painted clip, its media type and file suffix, and which backend painted it."""
+
+    data: bytes
+    fmt: str  # a ``core.video.VIDEO_FORMATS`` kind
+    backend: str  # "server" or "local"
+    note: str
+
+    @property
+    def media_type(self) -> str:
+        return video.VIDEO_FORMATS[self.fmt]
+
+
+def clip_format(clip: bytes) -> str:
+    """The output kind for an uploaded clip: its own when the servers write it, else mp4."""
+    kind = video.sniff(clip[:64])
+    return kind if kind in video.VIDEO_FORMATS else "mp4"
+
+
+def stylize_video(clip: bytes, style: str, stabilize: float, url: str, onnx_dir: Path,
+                  timeout: float = VIDEO_TIMEOUT_S) -> VideoOutcome:
+    """Paints a clip with TorchServe's ``/predictions/<style>``; when the server is unreachable
+    or cannot serve the style, here with the same stylizer and ``core.video`` (the CLI's
+    path). A clip the server refuses (unreadable, too long) is a ``ClientError`` with its reason."""
     try:
-        after = local.stylize(photo, style, params, onnx_dir)
-    except ModelError as error:
-        raise ClientError(f"The server at {url} {reason}, and the local fallback cannot run: {error}") from None
-    note = (f"Stylized locally with {local.stylizer(style, onnx_dir).runtime} ({style}.onnx): "
-            f"the server at {url} {reason}.")
-    return Outcome(photo, after, codec.encode(after, "png"), "local", note)
+        stabilize = VIDEO_PARAMS["stabilize"].parse("stabilize", stabilize)
+    except InputError as error:
+        raise ClientError(str(error)) from None
+    fmt = clip_format(clip)
+
+    def here() -> tuple[bytes, str]:
+        try:
+            return paint_video_locally(clip, fmt, style, stabilize, onnx_dir), local.stylizer(style, onnx_dir).runtime
+        except InputError as error:  # the clip itself: no fallback can help
+            raise ClientError(f"Cannot read that clip: {error}") from None
+
+    data, backend, note = server_or_local(
+        style, {"format": fmt, "stabilize": str(stabilize)},
+        {"video": (f"clip.{fmt}", clip, video.VIDEO_FORMATS[fmt])}, url, here, timeout, verb="Painted", what="clip")
+    return VideoOutcome(data, fmt, backend, note)
+
+
+def paint_video_locally(clip: bytes, fmt: str, style: str, stabilize: float, onnx_dir: Path) -> bytes:
+    """The server's steps in this process: the clip probed, then painted by the style's
+    stylizer frame by frame with the default finishing; the temp files go whatever happens."""
+    stylizer = local.stylizer(style, onnx_dir)
+    defaults = {name: spec.default for name, spec in PARAMS.items()}
+    with tempfile.TemporaryDirectory(prefix="style-app-video-") as folder:
+        source, target = Path(folder) / "upload", Path(folder) / f"painted.{fmt}"
+        source.write_bytes(clip)
+        video.probe(source)
+        video.paint_video(source, target, lambda frames: stylizer.paint(frames, [defaults] * len(frames)),
+                          video.VideoOptions(output=fmt, stabilize=stabilize))
+        return target.read_bytes()

@@ -6,24 +6,17 @@ the server answers, else the same code in this process (``core.multistyle`` /
 
 from __future__ import annotations
 
-import urllib.error
 from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image
 
 from app.client import (
-    _SERVER_SIDE,
-    FAST_TIMEOUT_S,
     ClientError,
     FastOptions,
     Outcome,
     decode_photo,
-    error_message,
-    normalize_url,
-    ping,
-    post,
-    why,
+    server_or_local,
 )
 from core import arbitrary, codec, multistyle
 from core.catalogue import CONTACT_SHEET, tile_box
@@ -57,28 +50,6 @@ def _arbitrary(onnx_dir: Path) -> arbitrary.ArbitraryStylizer:
     return arbitrary.ArbitraryStylizer.open(onnx_dir)
 
 
-def _server_or_local(model: str, fields: dict[str, str], files: dict, url: str, local) -> tuple[bytes, str, str]:
-    """The server's answer, or ``local()``'s: the PNG, ``"server"`` or ``"local"``, and the note."""
-    url = normalize_url(url)
-    reason = ping(url)
-    if reason is None:
-        try:
-            with post(f"{url}/predictions/{model}", fields, files, FAST_TIMEOUT_S) as response:
-                return response.read(), "server", f"Stylized by TorchServe at {url} (model '{model}')."
-        except urllib.error.HTTPError as error:
-            message = error_message(error)
-            if error.code not in _SERVER_SIDE:
-                raise ClientError(f"The server refused the request (HTTP {error.code}): {message}") from None
-            reason = f"could not serve '{model}' (HTTP {error.code}: {message})"
-        except OSError as error:
-            reason = f"failed during the request ({why(error)})"
-    try:
-        data, runtime = local()
-    except (OSError, RuntimeError, ValueError) as error:  # a missing build, a bad file
-        raise ClientError(f"The server at {url} {reason}, and the local fallback cannot run: {error}") from None
-    return data, "local", f"Stylized locally with {runtime} ({model}): the server at {url} {reason}."
-
-
 def stylize_multistyle(photo_bytes: bytes, style: str, options: FastOptions, url: str, onnx_dir: Path) -> Outcome:
     """One of the 26 styles or a blend (``"3:0.5,12:0.5"``), server first."""
     params = options.params()
@@ -97,7 +68,7 @@ def stylize_multistyle(photo_bytes: bytes, style: str, options: FastOptions, url
         return codec.encode(painted, "png"), stylizer.runtime
 
     files = {"image": ("photo.png", codec.encode(photo, "png"), "image/png")}
-    data, backend, note = _server_or_local("multistyle", fields, files, url, local)
+    data, backend, note = server_or_local("multistyle", fields, files, url, local)
     return Outcome(photo, codec.decode(data), data, backend, note)
 
 
@@ -120,5 +91,5 @@ def stylize_own_style(photo_bytes: bytes, style_bytes: bytes, options: FastOptio
             raise ClientError(f"Cannot use that style image: {error}") from None
         return codec.encode(painted, "png"), painter.runtime
 
-    data, backend, note = _server_or_local("arbitrary", fields, files, url, local)
+    data, backend, note = server_or_local("arbitrary", fields, files, url, local)
     return Outcome(photo, codec.decode(data), data, backend, note)

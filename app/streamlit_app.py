@@ -1,4 +1,5 @@
-"""The Streamlit page: upload a photo, pick a fast style or the Gatys path, see before/after.
+"""The Streamlit page: upload a photo, pick a fast style or the Gatys path, see before/after;
+or upload a short clip and play it back painted (``app.video_view``).
 
 Only layout and session state live here; every decision (server or local, stream parsing,
 finishing) is in ``app.client`` and ``app.gatys`` so tests can drive it without a browser.
@@ -22,9 +23,10 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:
 import streamlit as st  # noqa: E402
 from streamlit.runtime.uploaded_file_manager import UploadedFile  # noqa: E402
 
-from app import client, gatys, gatys_view, licence_clean, styles  # noqa: E402
+from app import client, gatys, gatys_view, licence_clean, styles, video_view  # noqa: E402
 
 FAST, OWN_FAST, GATYS = "Fast style", "Your own style image (fast)", "Gatys (slow, iterative)"
+PHOTO, VIDEO = "A photo", "A video clip"
 #: The fast path's two collections: Engstrom's six (research-only weights) and the 26 (Apache-2.0).
 ENGSTROM, TWENTY_SIX = "Engstrom styles (research only)", "26 styles (Apache-2.0)"
 IMAGE_TYPES = ["jpg", "jpeg", "png", "webp"]
@@ -185,6 +187,9 @@ def main() -> None:
     st.set_page_config(page_title="Neural style transfer", layout="wide")
     st.title("Neural style transfer")
     url = sidebar()
+    if st.radio("Paint", [PHOTO, VIDEO], horizontal=True, key="medium") == VIDEO:
+        video_view.page(url)
+        return
     photo: UploadedFile | None = st.file_uploader("Photo", type=IMAGE_TYPES, key="photo")
     method = st.radio("Method", [FAST, OWN_FAST, GATYS], horizontal=True, key="method")
     chosen = {FAST: fast_inputs, OWN_FAST: own_style_inputs, GATYS: gatys_inputs}[method](url)

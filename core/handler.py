@@ -4,9 +4,11 @@ TorchServe's four steps.
 ``ServiceHandler`` is a template, as TorchServe's ``BaseHandler`` is: ``initialize`` opens the
 service (the subclass says which, in ``open_service``), ``preprocess`` reads each request of
 the batch (``core.torchserve``) and prepares its job, ``inference`` runs the prepared jobs
-(``run``: by default all in one call of the service), ``postprocess`` answers each one
-(the reply's summary as headers; a refusal as its status and JSON body), and ``handle``
-turns a fault nobody foresaw into a 500 for the batch instead of a dead worker.
+(``run``: by default the batchable ones in one call of the service, and each job that runs
+alone, a video, on its own, under its own admission, its progress streamed to its client by
+``send``), ``postprocess`` answers each one (the reply's summary as headers; a refusal as its
+status and JSON body), and ``handle`` turns a fault nobody foresaw into a 500 for the batch
+instead of a dead worker.
 
 Every family gets the same features here: requests as multipart fields, JSON, a raw body,
 ``X-<Name>`` headers or KServe v2 inputs (TorchServe's ``kservev2`` envelope); admission
@@ -22,13 +24,15 @@ import base64
 import itertools
 import logging
 import time
+from functools import partial
 from typing import Any, ClassVar, Protocol
 
+from ts.handler_utils.utils import send_intermediate_predict_response
 from ts.metrics.dimension import Dimension
 from ts.torch_handler.base_handler import BaseHandler
 
 from core.errors import InputError, Overloaded, Refusal, Unavailable
-from core.reply import Reply, error_reply, fault_reply
+from core.reply import NDJSON, Reply, error_reply, fault_reply
 from core.request import Request, RequestForm
 from core.torchserve import Worker, answer, from_kserve_v2, is_kserve_v2, read_request
 
@@ -37,7 +41,8 @@ logger = logging.getLogger(__name__)
 
 class Service(Protocol):
     """What a handler drives: ``core.fast_service.FastStyleService``, ``optimize.service.GatysService``.
-    Each also runs its jobs (``ServiceHandler.run`` says how)."""
+    Each also runs its jobs (``ServiceHandler.run`` says how): a batch in ``run(jobs)``, a job
+    whose ``alone`` is true in ``run_alone(job, send)``."""
 
     form: RequestForm
     runtime: str
@@ -95,15 +100,37 @@ class ServiceHandler(BaseHandler):
         return list(zip(jobs, outcomes, strict=True))
 
     def run(self, jobs: list) -> list:
-        """The outcome of each job, refusals passed through: every ready job in one call of
-        the service's ``run(jobs) -> results`` (it batches what it can), all refused together
-        when overloaded."""
-        ready = [job for job in jobs if not isinstance(job, Refusal)]
+        """The outcome of each job, refusals passed through: every ready batchable job in one
+        call of the service's ``run(jobs) -> results`` (it batches what it can), all refused
+        together when overloaded; each job that runs alone by ``run_alone``."""
+        ready = [job for job in jobs if not isinstance(job, Refusal) and not job.alone]
         try:
             results = iter(self.service.run(ready) if ready else [])
         except Overloaded as error:  # answered 503 with Retry-After
             results = itertools.repeat(error)
-        return [job if isinstance(job, Refusal) else next(results) for job in jobs]
+        outcomes = []
+        for idx, job in enumerate(jobs):
+            if isinstance(job, Refusal):
+                outcomes.append(job)
+            else:
+                outcomes.append(self.run_alone(idx, job) if job.alone else next(results))
+        return outcomes
+
+    def run_alone(self, idx: int, job: Any) -> Any:
+        """A job that holds the worker for long (a video): on its own, under its own
+        admission, its progress streamed to its own client; a refusal met on the way (no room,
+        a clip that turns out unreadable) is its answer."""
+        try:
+            return self.service.run_alone(job, partial(self.send, idx))
+        except (InputError, Overloaded) as error:
+            return error
+
+    def send(self, idx: int, line: str) -> None:
+        """One streamed NDJSON line; TorchServe sends it as an HTTP chunk right away."""
+        self.context.set_response_content_type(idx, NDJSON)
+        request_id = {idx: self.context.request_ids[idx]}
+        send_intermediate_predict_response({idx: line}, request_id, "Intermediate Prediction success", 200,
+                                           self.context)
 
     def postprocess(self, outcomes: list) -> list[bytes | str]:
         """Each reply: a result encoded, with its summary as headers; a refusal as JSON."""

@@ -4,11 +4,13 @@ A ``Reply`` is the status, the media type and the body, and a ``summary``: what 
 learns besides the body (the engine, a style blend, how far an optimization got). TorchServe
 sends the summary as headers (``X-Style-Runtime``, ``X-Gatys-Seed``: ``prefix`` plus the name
 in title case), KServe as response parameters. A refused request is a ``Reply`` too: its
-error's status and a JSON body naming the problem.
+error's status and a JSON body naming the problem. A streamed reply is NDJSON: progress
+lines while the work runs (``ndjson_line``), then ``result_line`` carrying the encoded result.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,3 +55,15 @@ def error_reply(error: Refusal) -> Reply:
 def fault_reply(error: BaseException) -> Reply:
     """A fault nobody foresaw: 500 with JSON, so the client learns something and the worker lives."""
     return error_reply(ServerFault.wrapping(error))
+
+
+def ndjson_line(message: dict[str, Any]) -> str:
+    """One streamed message: compact JSON and a newline."""
+    return json.dumps(message, separators=(",", ":")) + "\n"
+
+
+def result_line(summary: dict[str, Any], data: bytes, fmt: str, media_type: str, key: str = "image") -> str:
+    """The last streamed line: the summary, the result's format and media type, and the
+    result itself as base64 under ``key`` (``image`` or ``video``)."""
+    return ndjson_line({"type": "result", **summary, "format": fmt, "media_type": media_type,
+                        key: base64.b64encode(data).decode("ascii")})

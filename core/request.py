@@ -103,13 +103,20 @@ def _convert(kind: type, raw: Any) -> Any:
 @dataclass
 class Request:
     """One request, whatever server received it: the photo (encoded bytes, or pixels a
-    protocol delivered as such), the style images in the client's order, the parameters as
-    sent (the service checks them) and the media types the client accepts."""
+    protocol delivered as such; or a video clip's bytes), the style images in the client's
+    order, the parameters as sent (the service checks them), the media types the client
+    accepts and the media type the client declared for the photo's bytes ('' when none)."""
 
     photo: bytes | Image.Image | None = None
     styles: list[bytes] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)
     accept: str | None = None
+    media_type: str = ""
+
+    @property
+    def declares_video(self) -> bool:
+        """The client called the bytes a video (``Content-Type: video/mp4``, ...)."""
+        return self.media_type.startswith("video/")
 
 
 def style_position(name: str) -> tuple[int, int] | None:

@@ -104,7 +104,10 @@ def parse_row(row: Mapping[str, Any], content_type: str, form: RequestForm, acce
     photos = [data for name, _, data in images if name == form.photo or name in form.aliases]
     styles = sorted((item for item in images if style_position(item[0]) is not None),
                     key=lambda item: (style_position(item[0]), item[1]))
-    return Request(photos[0] if photos else None, [data for _, _, data in styles], params, accept)
+    # The body's declared type tells a video from an image before any byte is read (a
+    # multipart part's own type does not reach the handler: the service sniffs those).
+    media_type = content_type.split(";")[0].strip().lower()
+    return Request(photos[0] if photos else None, [data for _, _, data in styles], params, accept, media_type)
 
 
 def _read_body(value: Any, content_type: str, form: RequestForm, images: list[tuple[str, int, bytes]],
@@ -125,7 +128,7 @@ def _read_body(value: Any, content_type: str, form: RequestForm, images: list[tu
             else:
                 params[key] = item
     elif isinstance(value, str):
-        raise InputError(f"body is text ({content_type or 'no Content-Type'}), not an image", status=415)
+        raise InputError(f"body is text ({content_type or 'no Content-Type'}), not an image or a video", status=415)
     else:
         images.append((form.photo, 0, bytes(value)))
 

@@ -11,7 +11,10 @@ the photo's own style), ``style_size`` (default 256), ``style_weights``,
 photo's; style images have their own pixel limit). The output has the photo's size.
 ``tile=true`` is refused. Headers ``X-Style-Runtime`` (the engine) and
 ``X-Style-Cache-Hits`` (style images whose vector came from the cache); metric
-``StyleVectorCacheHits`` counts the latter.
+``StyleVectorCacheHits`` counts the latter. A video clip as ``content`` (or ``video``;
+multipart beside the style files, or JSON base64) is painted frame by frame with one style
+vector, taken at its first frame, as on ``handlers/fast_style.py`` (``stabilize``,
+``stream``, ``format`` mp4/webm/mov).
 
 The family is ``core.fast_service.Arbitrary``; the four steps are ``core.handler``'s.
 """

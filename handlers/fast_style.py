@@ -12,6 +12,13 @@ the problem; the worker carries on. The response header ``X-Style-Runtime`` name
 Behind KServe's v2 protocol the image is a BYTES input named ``image`` (base64) and the
 output is the encoded image as base64.
 
+Video: a clip in the same places (``Content-Type: video/mp4``, ``video/webm`` or
+``video/quicktime``, multipart field ``image`` or ``video``, JSON base64) comes back painted
+frame by frame, same kind unless ``format`` (mp4, webm, mov) says otherwise, its frame rate,
+timestamps and sound kept, ``stabilize`` (0..1) against flicker; headers ``X-Style-Frames``,
+``-Fps``, ``-Audio``, ``-Stabilize``, ``-Pixel-Format``. ``stream=true`` answers NDJSON
+progress, then the clip as base64. A clip that cannot finish in time is a 413 naming the CLI.
+
 The family is ``core.fast_service.SingleStyle``; the four steps are ``core.handler``'s.
 """
 

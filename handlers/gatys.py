@@ -16,11 +16,8 @@ from __future__ import annotations
 
 from functools import partial
 
-from ts.handler_utils.utils import send_intermediate_predict_response
-
 from core.errors import Overloaded, Refusal
 from core.handler import ServiceHandler
-from core.reply import NDJSON
 from core.torchserve import Worker
 from optimize.service import GatysService
 
@@ -44,10 +41,3 @@ class GatysHandler(ServiceHandler):
             except Overloaded as error:  # answered 503 with Retry-After
                 outcomes.append(error)
         return outcomes
-
-    def send(self, idx: int, line: str) -> None:
-        """One streamed NDJSON line; TorchServe sends it as an HTTP chunk right away."""
-        self.context.set_response_content_type(idx, NDJSON)
-        request_id = {idx: self.context.request_ids[idx]}
-        send_intermediate_predict_response({idx: line}, request_id, "Intermediate Prediction success", 200,
-                                           self.context)

@@ -9,7 +9,9 @@ header, or JSON ``style_weights`` (26 numbers). Weights must be non-negative; th
 normalised. ``strength``, ``preserve_colors``, ``format``, ``quality``, ``png_compression``
 and ``max_side`` as elsewhere; ``tile=true`` is refused (this network runs whole images).
 Response headers ``X-Style-Runtime`` (the engine) and ``X-Style-Blend`` (the normalised
-blend). Bad requests get a 4xx JSON body naming the problem.
+blend). Bad requests get a 4xx JSON body naming the problem. A video clip in place of the
+image is painted frame by frame in the chosen blend, as on ``handlers/fast_style.py``
+(``stabilize``, ``stream``, ``format`` mp4/webm/mov).
 
 The family is ``core.fast_service.Multistyle``; the four steps are ``core.handler``'s.
 """

@@ -3,9 +3,11 @@
 ``FastStyleModel`` opens the archive's network through ``core.fast_service.FastStyleService``
 with the archive's model config, exactly as its TorchServe handler does (the same family:
 ``SingleStyle``, ``Multistyle`` or ``Arbitrary``), so the same photo, model and runtime give
-the same pixels on both servers. ``GatysModel`` drives ``optimize.service.GatysService``, as
-the Gatys handler does. ``predictor.protocol`` reads the v2 request into the services'
-``Request`` and writes their ``Reply`` back (its summary as response parameters).
+the same pixels on both servers; a video clip in the photo's BYTES input comes back as the
+painted clip in output ``stylized`` (its summary as response parameters), as on TorchServe.
+``GatysModel`` drives ``optimize.service.GatysService``, as the Gatys handler does.
+``predictor.protocol`` reads the v2 request into the services' ``Request`` and writes their
+``Reply`` back (its summary as response parameters).
 
 A request runs in a worker thread (the event loop keeps answering health checks), one at a
 time per model like TorchServe's one worker per model, inside the server-wide admission
@@ -29,7 +31,7 @@ from core import fast_service
 from core.errors import InputError, Overloaded
 from core.fast_service import Family, FastStyleService
 from core.reply import Reply
-from core.request import Param
+from core.request import Param, Request
 from core.torchserve import RUNTIME_HEADER
 from predictor import metrics, protocol
 from predictor.archives import Archive
@@ -147,7 +149,10 @@ class FastStyleModel(StyleModel):
     def infer(self, request: InferRequest) -> InferResponse:
         style_request = protocol.read_request(request, self.service.form, self.photo_input,
                                               self.service.limits.max_input_pixels)
+        refuse_stream(style_request)
         job = self.service.prepare(style_request)
+        if job.alone:  # a video: the clip back as the BYTES output, its summary as parameters
+            return self.reply(request, self.service.reply(job, self.service.run_alone(job)))
         [painting] = self.service.run([job])
         if isinstance(style_request.photo, Image.Image):  # pixels in, pixels out: nothing to encode
             output = protocol.pixels_output(painting, protocol.wants_binary(request))
@@ -170,11 +175,17 @@ class GatysModel(StyleModel):
         return GatysService.open(self.name, self.archive.config)
 
     def infer(self, request: InferRequest) -> InferResponse:
-        job = self.service.prepare(protocol.read_request(request, self.service.form, self.photo_input))
-        if job.stream:
-            raise InputError("stream=true is not available over the Open Inference Protocol (one response per "
-                             "request); use TorchServe's /predictions/gatys to stream progress")
+        style_request = protocol.read_request(request, self.service.form, self.photo_input)
+        refuse_stream(style_request)
+        job = self.service.prepare(style_request)
         return self.reply(request, self.service.reply(job, self.service.run(job)))
+
+
+def refuse_stream(request: Request) -> None:
+    """Progress lines have no place in one v2 response: refused before any upload is written."""
+    if str(request.params.get("stream", "")).strip().lower() in ("1", "true", "yes", "on"):
+        raise InputError("stream=true is not available over the Open Inference Protocol (one response per "
+                         "request); use TorchServe's /predictions/<model> to stream progress")
 
 
 #: The families served (an archive's family is its TorchServe handler module).

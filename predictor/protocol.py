@@ -3,14 +3,15 @@
 The KServe adapter of the services: ``read_request`` turns a v2 request into the same
 ``core.request.Request`` TorchServe's rows become, with the same names (one convention for
 both servers), but for the photo: input ``image`` (``content`` for ``gatys``, as its field):
-``BYTES`` ``[1]`` (an encoded JPEG/PNG/WebP;
-over REST JSON, where BYTES elements are text, as base64) or, where the model takes pixels,
-``UINT8`` ``[H, W, 3]`` RGB pixels. Style images are the elements of input ``style`` (BYTES
+``BYTES`` ``[1]`` (an encoded JPEG/PNG/WebP, or a video clip the fast styles
+paint frame by frame; over REST JSON, where BYTES elements are text, as base64) or, where
+the model takes pixels, ``UINT8`` ``[H, W, 3]`` RGB pixels. Style images are the elements of input ``style`` (BYTES
 ``[N]``). Parameters (``core.style_options.PARAMS`` and the model's own) may be request
 parameters or the photo input's parameters (the input's win); the service checks them as it
 does TorchServe's, so the messages are the same. The answer is output ``stylized`` of the
-input's kind: ``BYTES`` ``[1]`` encoded as asked (base64 text in a REST JSON response, raw
-bytes over gRPC or REST's binary extension), or ``UINT8`` ``[H, W, 3]``; the reply's summary
+input's kind: ``BYTES`` ``[1]`` encoded as asked (a clip: the painted clip; its
+``content_type`` parameter says which; base64 text in a REST JSON response, raw bytes over
+gRPC or REST's binary extension), or ``UINT8`` ``[H, W, 3]``; the reply's summary
 becomes response parameters. Everything wrong raises ``InputError`` naming the problem.
 """
 

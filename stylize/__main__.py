@@ -6,6 +6,10 @@ outputs in folders or object stores, resumable (``stylize.ray_engine``, docs/bul
 ``--style multistyle:SPEC`` picks one of the 26 Apache-2.0 styles (or a blend); ``--style-image``
 (repeatable) paints in any painting's style in one pass.
 
+Video files (MP4, MOV, WebM, MKV, AVI; told from images by their first bytes) are painted
+beside the images, every frame, with their timing and sound, steadied against flicker
+(``--stabilize``), into ``<name>.mp4`` (``--video-format``); docs/video.md.
+
 Exit codes: 0 every input was painted (or its output already existed and was kept);
 1 some inputs were skipped (missing, unreadable, not an image, too large), each named on stderr
 as it happens and listed in the summary;
@@ -25,6 +29,7 @@ from core.engines import BACKENDS, PRECISIONS
 from core.paths import ONNX_DIR
 from core.runtime_choice import SettingError
 from core.style_options import PARAMS
+from core.video import VIDEO_FORMATS, VideoOptions
 from stylize.batch import collect_inputs, run_batch
 from stylize.models import ModelError
 from stylize.options import TILE_CHOICES, batch_options, open_stylizer, report_inputs, runtime_settings
@@ -57,6 +62,16 @@ def _location(text: str) -> Path | str:
     return text if "://" in text else Path(text)
 
 
+def _stabilize(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be within 0..1, got {value:g}")
+    return value
+
+
 def _format(text: str) -> str:
     try:
         return parse_format(text)
@@ -67,14 +82,16 @@ def _format(text: str) -> str:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m stylize",
-        description="Paint photos with a fast style network. Inputs are files or folders (their "
-        "visible files, not recursive); every output goes to OUT_DIR as <name>.<format>.",
+        description="Paint photos and videos with a fast style network. Inputs are files or folders (their "
+        "visible files, not recursive); every output goes to OUT_DIR as <name>.<format> (videos: "
+        "<name>.<video format>).",
         epilog="Exit status: 0 all painted (existing outputs kept count as done), 1 some inputs "
         "skipped (missing or not images: see stderr and the summary), 2 nothing attempted (arguments, "
         "model or every input missing).",
     )
     p.add_argument("inputs", nargs="+", type=_location, metavar="INPUT",
-                   help="image file or folder of images (with --engine ray also s3://bucket/prefix)")
+                   help="image or video file, or a folder of them (with --engine ray: images, also "
+                   "s3://bucket/prefix)")
     p.add_argument("-o", "--out-dir", type=_location, required=True,
                    help="folder for the paintings (created; with --engine ray also s3://bucket/prefix)")
     which = p.add_mutually_exclusive_group()
@@ -93,12 +110,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--preserve-colors", action="store_true", help="keep the photo's colours")
     p.add_argument("--format", type=_format, default="png", help="png (default), jpeg or webp")
     p.add_argument("--quality", type=_param("quality"), default=92, help="JPEG/WebP quality (default 92)")
+    video = p.add_argument_group("videos (docs/video.md)")
+    video.add_argument("--video-format", choices=list(VIDEO_FORMATS), default=VideoOptions.output,
+                       help="mp4 (default: H.264), webm (VP9) or mov (H.264); the audio is copied where it fits")
+    video.add_argument("--stabilize", type=_stabilize, default=VideoOptions.stabilize,
+                       help=f"0..1, how far each frame leans on the previous one against flicker (default "
+                       f"{VideoOptions.stabilize:g}; 0 paints every frame alone)")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
     p.add_argument("--backend", choices=["auto", *BACKENDS], default="auto",
                    help="engine: auto (default: the fastest correct one, measured once per machine), or force one")
-    p.add_argument("--precision", choices=["auto", *PRECISIONS], default="auto",
-                   help="auto (default), fp32, bf16 (CPUs with BF16), int8, fp16 (GPU)")
+    p.add_argument("--precision", choices=["auto", *PRECISIONS, "fast"], default="auto",
+                   help="auto (default), fp32, bf16 (CPUs with BF16), int8, fp16 (GPU), fast (opt-in: int8 and "
+                        "bf16 on OpenVINO for throughput at lower quality; CPUs with VNNI or AMX)")
     p.add_argument("--min-psnr-db", type=float, help="quality floor against ONNX Runtime fp32 (default 45)")
     p.add_argument("--tile", choices=TILE_CHOICES, default="auto",
                    help="run in overlapping tiles with global statistics (same pixels, bounded memory): "

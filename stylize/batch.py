@@ -1,5 +1,9 @@
 """One batch: inputs -> painted files, one bad file never stopping the rest.
 
+Video files (recognised by their first bytes, ``core.video.sniff``) are painted whole through
+``core.video.paint_video`` beside the images: every frame, its timing and its sound, steadied
+(``--stabilize``), into ``<name>.<video format>``, with a second bar counting frames.
+
 Every input ends in exactly one outcome (written, kept because the output exists, or
 failed with a reason), and the summary lists the ones that were not written.
 """
@@ -8,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +22,10 @@ from core.codec import DECODABLE, InputError
 from core.errors import NotAnImage
 from core.files import atomic_write
 from core.stylizer import Stylizer
+from core.video import VideoOptions, VideoProgress, paint_video, sniff
+
+#: Bytes read from each input to tell a video container from an image.
+SNIFF_BYTES = 64
 
 
 @dataclass(frozen=True)
@@ -28,6 +37,7 @@ class Options:
     preserve_colors: bool = False
     tile: bool | None = None
     overwrite: bool = False
+    video: VideoOptions = VideoOptions()
 
     def params(self) -> dict:
         """The same parameters an HTTP request to the server carries."""
@@ -100,16 +110,33 @@ def _refused(error: InputError, data: bytes) -> str:
     return str(error)
 
 
-def output_names(inputs: list[Path], fmt: str) -> dict[Path, str]:
-    """``photo.jpg`` -> ``photo.png``; inputs sharing a stem keep their suffix apart
-    (``a.jpg`` and ``a.png`` -> ``a_jpg.png`` and ``a_png.png``) so none overwrites another."""
+def output_names(
+    inputs: list[Path], fmt: str, videos: Collection[Path] = (), video_fmt: str = "mp4"
+) -> dict[Path, str]:
+    """``photo.jpg`` -> ``photo.png`` (``clip.mov`` -> ``clip.mp4`` for the ``videos``); inputs
+    sharing a stem keep their suffix apart (``a.jpg`` and ``a.png`` -> ``a_jpg.png`` and
+    ``a_png.png``) so none overwrites another."""
     extension = "jpg" if fmt == "jpeg" else fmt
     stems = Counter(path.stem for path in inputs)
     names = {}
     for path in inputs:
         stem = path.stem if stems[path.stem] == 1 else f"{path.stem}_{path.suffix.lstrip('.') or 'noext'}"
-        names[path] = f"{stem}.{extension}"
+        names[path] = f"{stem}.{video_fmt if path in videos else extension}"
     return names
+
+
+def find_videos(inputs: list[Path]) -> set[Path]:
+    """The inputs whose first bytes open a video container (unreadable ones are left to fail
+    with the images, which say why)."""
+    videos = set()
+    for path in inputs:
+        try:
+            with path.open("rb") as file:
+                if sniff(file.read(SNIFF_BYTES)):
+                    videos.add(path)
+        except OSError:
+            continue
+    return videos
 
 
 def run_batch(
@@ -117,21 +144,54 @@ def run_batch(
 ) -> Report:
     out_dir.mkdir(parents=True, exist_ok=True)
     report = Report()
-    names = output_names(inputs, options.fmt)
+    videos = find_videos(inputs)
+    names = output_names(inputs, options.fmt, videos, options.video.output)
     # progress None: a bar only on a terminal (tqdm's own rule), so logs stay readable.
-    bar = tqdm(inputs, desc="stylize", unit="img", disable=None if progress is None else not progress)
+    disable = None if progress is None else not progress
+    bar = tqdm(inputs, desc="stylize", unit="file" if videos else "img", disable=disable)
     for source in bar:
         target = out_dir / names[source]
         if target.exists() and not options.overwrite:
             report.kept.append((source, target))
             continue
-        reason = _paint_one(source, target, stylizer, options)
+        if source in videos:
+            reason = _paint_video(source, target, stylizer, options, disable)
+        else:
+            reason = _paint_one(source, target, stylizer, options)
         if reason is None:
             report.written.append(target)
         else:
             report.failed.append((source, reason))
             tqdm.write(f"{source}: {reason}", file=sys.stderr)  # now, not only in the summary
     return report
+
+
+def _paint_video(source: Path, target: Path, stylizer: Stylizer, options: Options, disable: bool | None) -> str | None:
+    """Paints one video file into ``target`` with a bar in frames (and its ETA); None when
+    written, else why not. ``paint_video`` leaves no partial file on any failure."""
+    params = options.params()
+    bar = tqdm(desc=source.name, unit="frame", leave=False, disable=disable)
+
+    def paint(frames: list) -> list:
+        return stylizer.paint(frames, [params] * len(frames))
+
+    def progress(done: VideoProgress) -> None:
+        bar.total = done.frames_total
+        bar.update(done.frames_done - bar.n)
+
+    try:
+        result = paint_video(source, target, paint, options.video, progress)
+    except InputError as error:
+        return f"not a usable video ({error})"
+    except OSError as error:  # the file vanished, or the output folder cannot be written
+        return f"cannot read {source} or write {target} ({error.strerror or error})"
+    except Exception as error:  # noqa: BLE001 - one bad video must not end the batch
+        return f"not a usable video ({type(error).__name__}: {error})"
+    finally:
+        bar.close()
+    if result.audio.startswith("re-encoded"):
+        tqdm.write(f"{source}: audio {result.audio}", file=sys.stderr)
+    return None
 
 
 def _paint_one(source: Path, target: Path, stylizer: Stylizer, options: Options) -> str | None:

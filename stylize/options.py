@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from core import arbitrary, multistyle
 from core.codec import InputError
 from core.runtime_choice import RuntimeSettings
+from core.video import VideoOptions
 from stylize.batch import Options
 from stylize.models import ModelError, load
 
@@ -63,9 +64,10 @@ def open_stylizer(args: argparse.Namespace, settings: RuntimeSettings):
 
 
 def batch_options(args: argparse.Namespace) -> Options:
+    video = VideoOptions(output=args.video_format, stabilize=args.stabilize)
     return Options(
         fmt=args.format, quality=args.quality, max_side=args.max_side, strength=args.strength,
-        preserve_colors=args.preserve_colors, tile=TILE_CHOICES[args.tile], overwrite=args.overwrite,
+        preserve_colors=args.preserve_colors, tile=TILE_CHOICES[args.tile], overwrite=args.overwrite, video=video,
     )
 
 

@@ -578,3 +578,50 @@ def test_page_gatys_error_leaves_no_progress_behind(fake_gatys, photo, painting,
     assert not at.get("progress") and not at.get("vega_lite_chart")
     assert not [image for image in at.image if "Preview" in image.captions[0]]
     assert not [text for text in _texts(at) if "Waiting" in text or text.startswith("Painting with")]
+
+
+# --- video ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    from tests.support.clips import make_clip
+
+    return make_clip(tmp_path_factory.mktemp("app-clip") / "pan.mp4", 64, 48, 6)
+
+
+def _video_frames(data: bytes) -> tuple[int, bool]:
+    import av
+
+    with av.open(io.BytesIO(data)) as container:
+        return len(list(container.decode(video=0))), bool(container.streams.audio)
+
+
+def test_video_falls_back_to_local_painting_with_frames_and_sound(clip, closed_url):
+    outcome = client.stylize_video(clip.data, "udnie", 0.5, closed_url, ONNX_DIR)
+    assert outcome.backend == "local" and "Painted locally with" in outcome.note and "not reachable" in outcome.note
+    assert outcome.fmt == "mp4" and outcome.media_type == "video/mp4"
+    assert _video_frames(outcome.data) == (clip.frames, True)
+
+
+def test_video_refused_by_the_server_shows_its_reason_not_retried_locally(clip, stand_in):
+    with pytest.raises(client.ClientError, match=r"refused the clip \(HTTP 400\)"):
+        client.stylize_video(clip.data, "wave", 0.5, stand_in, ONNX_DIR)
+
+
+def test_unreadable_clip_is_refused_with_the_reason(closed_url):
+    with pytest.raises(client.ClientError, match="Cannot read that clip"):
+        client.stylize_video(b"\x00\x00\x00\x18ftypmp42 but nothing else", "udnie", 0.5, closed_url, ONNX_DIR)
+
+
+def test_page_video_mode_plays_the_painted_clip(monkeypatch, clip, closed_url):
+    at = _page(monkeypatch, closed_url)
+    at.radio(key="medium").set_value("A video clip").run()
+    assert at.button(key="paint_clip").disabled
+    at.file_uploader(key="clip").upload("pan.mp4", clip.data, "video/mp4")
+    at.run()
+    at = at.button(key="paint_clip").click().run()
+    assert not at.exception and not at.error
+    assert "Painted locally with" in at.info[0].value
+    assert len(at.get("video")) == 1
+    assert at.download_button(key="download_clip").label == "Download MP4"

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 import numpy as np
 import onnxruntime as ort
 import pytest
@@ -18,8 +19,9 @@ from core.paths import ROOT
 from networks import TransformerNet
 from stylize.__main__ import main
 from stylize.batch import output_names
+from tests.support import clips
 
-from .conftest import ONNX_DIR, assert_no_metadata, jpeg_with_metadata
+from .conftest import ONNX_DIR, SHARED, assert_no_metadata, jpeg_with_metadata
 
 SIDE = 64
 
@@ -216,3 +218,62 @@ def test_bad_arguments_exit_2(photos, tmp_path, capsys):
 def test_inputs_sharing_a_stem_get_distinct_names():
     names = output_names([Path("a.jpg"), Path("a.png"), Path("b.jpg")], "png")
     assert names == {Path("a.jpg"): "a_jpg.png", Path("a.png"): "a_png.png", Path("b.jpg"): "b.png"}
+
+
+# -- videos (core.video; docs/video.md) -----------------------------------------------------
+
+
+def _clip(tmp_path: Path, name: str = "clip.mov", **kwargs) -> clips.Clip:
+    folder = tmp_path / "in"
+    folder.mkdir(exist_ok=True)
+    return clips.make_clip(folder / name, **{"frames": 4, **kwargs})
+
+
+@pytest.mark.parametrize(
+    "style", [("--style", "udnie"), ("--style", "multistyle:3"), ("--style-image", "udnie.jpg")],
+    ids=["built", "multistyle", "style-image"],
+)
+def test_videos_are_painted_beside_images(photos, tmp_path, capsys, style):
+    images = sorted(f"{p.stem}.png" for p in photos.iterdir())
+    clip = _clip(tmp_path, rotation=90)  # in the photos' folder
+    flag, value = style
+    if flag == "--style-image":
+        value = SHARED / "images" / "styles" / value
+    out = tmp_path / "out"
+    code, summary = _run(capsys, photos, "-o", out, flag, value)
+    assert code == 0, summary
+    assert sorted(p.name for p in out.iterdir()) == sorted([*images, "clip.mp4"])
+    with av.open(str(out / "clip.mp4")) as container:
+        frames = list(container.decode(video=0))
+        assert [s.type for s in container.streams] == ["video", "audio"]
+    assert len(frames) == clip.frames and (frames[0].width, frames[0].height) == (clip.width, clip.height)
+    assert frames[0].rotation % 360 == 90
+
+
+def test_video_format_and_stabilize_options(tmp_path, capsys):
+    clip = _clip(tmp_path, name="clip.mp4", width=65, height=47)
+    out = tmp_path / "out"
+    code = main([str(clip.path), "-o", str(out), "--video-format", "webm", "--stabilize", "0", "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.out
+    with av.open(str(out / "clip.webm")) as container:
+        assert container.streams.video[0].codec_context.name == "vp9"
+        assert container.streams.audio[0].codec_context.name == "opus"
+        assert len(list(container.decode(video=0))) == clip.frames
+    assert "audio re-encoded to opus" in captured.err, captured.err
+    with pytest.raises(SystemExit):
+        main([str(clip.path), "-o", str(out), "--stabilize", "2"])
+
+
+def test_bad_videos_are_skipped_and_named_with_nothing_left(tmp_path, capsys):
+    good = _clip(tmp_path, name="good.mp4")
+    clips.truncated(good, tmp_path / "in" / "cut.mp4")
+    clips.audio_only(tmp_path / "in" / "tone.mp4")
+    out = tmp_path / "out"
+    code = main([str(tmp_path / "in"), "-o", str(out), "--no-progress"])
+    summary, err = capsys.readouterr()
+    assert code == 1, summary
+    assert sorted(p.name for p in out.iterdir()) == ["good.mp4"]  # no partial file of the bad ones
+    assert "cut.mp4: not a usable video (video container is corrupt or truncated" in err, err
+    assert "tone.mp4: not a usable video (no video stream" in err, err
+    assert "1 painted, 2 failed" in summary

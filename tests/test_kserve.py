@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import psutil
 import pytest
@@ -36,6 +37,7 @@ from core.admission import Ledger, Reservation, Settings
 from core.paths import ROOT
 from core.torchserve import RUNTIME_HEADER
 from server.launch import free_ports
+from tests.support import clips
 
 from .conftest import SHARED, _gatys_env
 
@@ -191,7 +193,7 @@ def test_rest_metadata_describes_parameters_pixels_and_runtime(predictor, torchs
     metadata = requests.get(f"http://{predictor.http_url}/v2/models/udnie", timeout=10).json()
     assert metadata["alternatives"]["inputs"] == [{"name": "image", "datatype": "UINT8", "shape": [-1, -1, 3]}]
     assert set(metadata["parameters"]) == {"format", "quality", "png_compression", "max_side", "strength",
-                                           "preserve_colors", "tile"}
+                                           "preserve_colors", "tile", "stabilize", "stream"}
     assert metadata["parameters"]["strength"] == {"type": "float", "default": 1.0, "min": 0.0, "max": 1.0,
                                                   "help": "1 = fully stylized, 0 = the photo"}
     assert metadata["runtime"] == torchserve_udnie[0]
@@ -408,3 +410,37 @@ def test_sigterm_stops_the_predictor_cleanly(tmp_path, runtime_choice_cache):
         with pytest.raises(OSError):
             socket.create_connection((host, int(port)), timeout=2).close()
     assert "Stopping the grpc server" in instance.log.read_text()
+
+
+def _clip_request(data: bytes, **parameters) -> dict:
+    import base64
+
+    return {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": [base64.b64encode(data).decode()]}],
+            "parameters": parameters}
+
+
+def test_rest_answers_a_clip_with_the_clip_and_its_summary(predictor, tmp_path):
+    """A clip as a BYTES element comes back painted in the asked container: every frame, the
+    sound, and the summary (frames, audio) as response parameters."""
+    import base64
+
+    clip = clips.make_clip(tmp_path / "pan.mp4", 64, 48, 12)
+    response = requests.post(f"http://{predictor.http_url}/v2/models/udnie/infer",
+                             json=_clip_request(clip.data, format="webm"), timeout=120)
+    assert response.status_code == 200, response.text
+    (output,) = response.json()["outputs"]
+    assert output["datatype"] == "BYTES" and output["parameters"]["content_type"] == "video/webm"
+    with av.open(io.BytesIO(base64.b64decode(output["data"][0]))) as container:
+        assert container.streams.audio and container.streams.video[0].codec_context.name in ("vp9", "libvpx-vp9")
+        assert len(list(container.decode(video=0))) == clip.frames
+    assert response.json()["parameters"]["frames"] == str(clip.frames) and response.json()["parameters"]["audio"]
+
+
+def test_rest_refuses_a_cut_clip_and_streaming_with_4xx(predictor, tmp_path):
+    clip = clips.make_clip(tmp_path / "pan.mp4", 64, 48, 12)
+    url = f"http://{predictor.http_url}/v2/models/udnie/infer"
+    cut = clips.truncated(clip, tmp_path / "cut.mp4").read_bytes()
+    response = requests.post(url, json=_clip_request(cut), timeout=60)
+    assert 400 <= response.status_code < 500 and "truncated" in response.text, response.text
+    response = requests.post(url, json=_clip_request(clip.data, stream=True), timeout=60)
+    assert 400 <= response.status_code < 500 and "stream=true is not available" in response.text, response.text
