@@ -80,6 +80,10 @@ def higher_rate(first: dict, second: dict) -> dict:
     return {**best, "gflops_measured": [first["gflops"], second["gflops"]]}
 
 
+#: How a carried bare-network section is named in the report.
+CARRIED_MODELS = "models and its matmul yardstick"
+
+
 def keep_previous(results: dict, path: Path, skipped: list[str], kinds: list[str]) -> None:
     """Fills sections this run skipped (and bare-network paths it did not time) from the
     previous results file, each marked with the date it was measured, so a partial re-run
@@ -95,6 +99,12 @@ def keep_previous(results: dict, path: Path, skipped: list[str], kinds: list[str
         if section in previous and section != "models":
             results[section] = previous[section]
             dates[section] = earlier.get(section, date)
+    if "models" in skipped and previous.get("models"):
+        # The bare-network rows are reported as fractions of the matmul rate measured in
+        # their own run: they travel together, or every "of matmul" figure would be wrong.
+        results["models"], results["matmul"] = previous["models"], previous["matmul"]
+        results["runs"] = previous.get("runs", results.get("runs"))
+        dates[CARRIED_MODELS] = earlier.get(CARRIED_MODELS, date)
     old_rows = [r for r in previous.get("models", []) if r["kind"] not in kinds]
     if old_rows and "models" in results:
         results["models"] += [{"from_run": date, **r} for r in old_rows]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import warnings
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,11 @@ _FORMAT_ALIASES = {"jpg": "jpeg", "image/jpg": "jpeg", **{v: k for k, v in MEDIA
 #: higher levels take several times as long for a small saving in size, and the response
 #: waits on the encoder, so the default leans to speed; a request may ask for another.
 DEFAULT_PNG_COMPRESSION = 1
+#: Level 1 is written with zlib's run-length strategy: a painting's rows (after PNG's
+#: filters) hold few long repeats for the usual match search to find, so skipping it is
+#: faster *and* no larger; runs of one value (flat areas) are still found. Levels 2-9 are
+#: zlib's usual search at that level, for clients who want the last few percent of size.
+_PNG_STRATEGY = {1: zlib.Z_RLE}
 
 
 @dataclass(frozen=True)
@@ -191,11 +197,14 @@ def encode(
     image = _bare(image)
     buffer = io.BytesIO()
     if fmt == "png":
-        image.save(buffer, "PNG", compress_level=png_compression)
+        image.save(buffer, "PNG", compress_level=png_compression,
+                   compress_type=_PNG_STRATEGY.get(png_compression, zlib.Z_DEFAULT_STRATEGY))
     elif fmt == "jpeg":
         image.save(buffer, "JPEG", quality=quality, subsampling=0 if quality >= 90 else 2)
     else:
-        image.save(buffer, "WEBP", quality=quality, method=4)
+        # Method 2 of libwebp's 0 (fastest) .. 6: on paintings the slower methods buy neither
+        # size nor fidelity worth their time (bench/results/encoder.md).
+        image.save(buffer, "WEBP", quality=quality, method=2)
     return buffer.getvalue()
 
 

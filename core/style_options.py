@@ -13,7 +13,7 @@ PARAMS = {
                     "mp4 | webm | mov (default: Accept header, else the upload's own kind)"),
     "quality": Param(int, 92, low=1, high=100, help="JPEG/WebP quality"),
     "png_compression": Param(int, DEFAULT_PNG_COMPRESSION, low=0, high=9,
-                             help="PNG zlib level: 0 fastest, largest .. 9 smallest, slowest"),
+                             help="PNG zlib level: 0 stored; 1 run-length (fast); 2..9 zlib's search, slower"),
     "max_side": Param(int, None, low=16, high=16384, help="downscale so the longer side fits"),
     "strength": Param(float, 1.0, low=0.0, high=1.0, help="1 = fully stylized, 0 = the photo"),
     "preserve_colors": Param(bool, False, help="keep the photo's colours, take the style's luminance"),

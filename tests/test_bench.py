@@ -142,3 +142,14 @@ def test_a_section_carried_twice_keeps_the_date_it_was_measured(tmp_path):
     assert results["carried_over"]["dates"] == {"quality": "run 1", "gatys": "run 2", "models: torch": "run 1"}
     assert results["models"][1] == {"kind": "torch", "from_run": "run 1"}
     assert report.carried_dates({"carried_over": {"from": "old", "sections": ["highres"]}}) == {"highres": "old"}
+
+
+def test_skipped_models_are_carried_with_the_matmul_rate_of_their_own_run(tmp_path):
+    previous = {"machine": {"date": "run 1"}, "matmul": {"2": {"gflops": 150.0}},
+                "models": [{"kind": "ort_fp32", "median_s": 0.4}]}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(previous))
+    results = {"machine": {"date": "run 2"}, "matmul": {"2": {"gflops": 170.0}}, "serving": {}}
+    keep_previous(results, path, ["models"], ["ort_fp32"])
+    assert results["models"] == previous["models"] and results["matmul"] == previous["matmul"]
+    assert report.carried_dates(results) == {"models and its matmul yardstick": "run 1"}
