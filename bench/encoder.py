@@ -48,15 +48,6 @@ SIDE = 512
 Encoder = Callable[[Image.Image], bytes]
 
 
-def pillow_png(level: int, strategy: int = zlib.Z_DEFAULT_STRATEGY) -> Encoder:
-    def encode(image: Image.Image) -> bytes:
-        buffer = io.BytesIO()
-        image.save(buffer, "PNG", compress_level=level, compress_type=strategy)
-        return buffer.getvalue()
-
-    return encode
-
-
 def opencv_png(level: int, strategy: int) -> Encoder:
     def encode(image: Image.Image) -> bytes:
         flags = [cv2.IMWRITE_PNG_COMPRESSION, level, cv2.IMWRITE_PNG_STRATEGY, strategy]
@@ -76,12 +67,12 @@ def pillow(fmt: str, **options) -> Encoder:
 
 PNG = {
     "default (level 1, run-length)": lambda image: codec.encode(image, "png"),
-    "Pillow level 0 (stored)": pillow_png(0),
-    "Pillow level 1": pillow_png(1),
-    "Pillow level 4": pillow_png(4),
-    "Pillow level 6 (Pillow's default)": pillow_png(6),
-    "Pillow level 9": pillow_png(9),
-    "Pillow level 1, Huffman only": pillow_png(1, zlib.Z_HUFFMAN_ONLY),
+    "Pillow level 0 (stored)": pillow("PNG", compress_level=0),
+    "Pillow level 1": pillow("PNG", compress_level=1),
+    "Pillow level 4": pillow("PNG", compress_level=4),
+    "Pillow level 6 (Pillow's default)": pillow("PNG", compress_level=6),
+    "Pillow level 9": pillow("PNG", compress_level=9),
+    "Pillow level 1, Huffman only": pillow("PNG", compress_level=1, compress_type=zlib.Z_HUFFMAN_ONLY),
     "OpenCV level 1, run-length (reference)": opencv_png(1, cv2.IMWRITE_PNG_STRATEGY_RLE),
 }
 LOSSY = {

@@ -32,8 +32,9 @@ DEFAULT_PNG_COMPRESSION = 1
 #: Level 1 is written with zlib's run-length strategy: a painting's rows (after PNG's
 #: filters) hold few long repeats for the usual match search to find, so skipping it is
 #: faster *and* no larger; runs of one value (flat areas) are still found. Levels 2-9 are
-#: zlib's usual search at that level, for clients who want the last few percent of size.
-_PNG_STRATEGY = {1: zlib.Z_RLE}
+#: zlib's usual search at that level, for clients who want the last few percent of size; they
+#: pass no strategy at all: naming even zlib's default one changes what Pillow writes (larger files).
+_PNG_STRATEGY = {1: {"compress_type": zlib.Z_RLE}}
 
 
 @dataclass(frozen=True)
@@ -197,8 +198,7 @@ def encode(
     image = _bare(image)
     buffer = io.BytesIO()
     if fmt == "png":
-        image.save(buffer, "PNG", compress_level=png_compression,
-                   compress_type=_PNG_STRATEGY.get(png_compression, zlib.Z_DEFAULT_STRATEGY))
+        image.save(buffer, "PNG", compress_level=png_compression, **_PNG_STRATEGY.get(png_compression, {}))
     elif fmt == "jpeg":
         image.save(buffer, "JPEG", quality=quality, subsampling=0 if quality >= 90 else 2)
     else:

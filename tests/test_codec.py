@@ -181,10 +181,11 @@ def test_png_compression_level_trades_size_not_pixels(small_photo):
 
 def test_png_default_is_lossless_and_no_larger_than_level_6_on_a_painting(small_photo):
     """The default (level 1, run-length strategy) on a painting-like texture: pixels exact, and
-    the file no larger than Pillow's usual level 6, which takes several times as long."""
+    the file no larger than Pillow's usual level 6, which takes several times as long (plain
+    level 1 is about 1.6 % larger here, so the bound tells the strategies apart)."""
     rng = np.random.default_rng(0)
     texture = np.asarray(small_photo, np.int16) + rng.integers(-24, 25, (*small_photo.size[::-1], 3))
     painting = Image.fromarray(np.clip(texture, 0, 255).astype(np.uint8))
     default, level6 = codec.encode(painting, "png"), codec.encode(painting, "png", png_compression=6)
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(default))), np.asarray(painting))
-    assert len(default) <= len(level6) * 1.02, (len(default), len(level6))
+    assert len(default) <= len(level6) * 1.005, (len(default), len(level6))
