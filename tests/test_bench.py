@@ -153,3 +153,20 @@ def test_skipped_models_are_carried_with_the_matmul_rate_of_their_own_run(tmp_pa
     keep_previous(results, path, ["models"], ["ort_fp32"])
     assert results["models"] == previous["models"] and results["matmul"] == previous["matmul"]
     assert report.carried_dates(results) == {"models and its matmul yardstick": "run 1"}
+
+
+def test_encoder_bench_measures_every_png_setting_on_paintings_and_a_flat_graphic():
+    from bench import encoder
+    from core.photos import measuring_photos
+
+    rows = encoder.encoders(measuring_photos(64)[:1], encoder.PNG, repeats=1, lossless=True)
+    encoder.flat_sizes(rows)
+    by_name = {row["setting"]: row for row in rows}
+    assert set(by_name) == set(encoder.PNG) and all(row["ms"] > 0 and row["kib"] > 0 for row in rows)
+    # the reason the default keeps zlib's run-length strategy: runs of one colour stay cheap
+    default, huffman = by_name["default (level 1, run-length)"], by_name["Pillow level 1, Huffman only"]
+    assert default["flat_kib"] * 10 < huffman["flat_kib"]
+    text = encoder.report({"cpu": "cpu", "cores": 2, "measured": "now", "cpu_flags": ["avx2"],
+                           "load_before": (0, 0, 0), "load_after": (0, 0, 0), "paintings": 1, "side": 64,
+                           "styles": ("udnie",), "png": rows, "lossy": [], "decode": []})  # fmt: skip
+    assert "| default (level 1, run-length) |" in text and "flat graphic KiB" in text
