@@ -16,6 +16,12 @@ pixels the handler decodes from the same JPEG. ``cold_start`` serves every built
 from one runtime folder: first empty (each worker measures its engine choice), then warm
 (each finds its choice cached), timing when each model is ready, and the idle server's RSS.
 
+``request_stages`` says where a served request's time goes: in this process, on the engine an
+``auto`` worker chooses (the same settings, chosen once in a runtime folder of its own), the
+decoder, the network alone, the rest of painting (array conversions, finishing) and the PNG
+encoder, timed when the bare model is and kept the same way (each stage's fastest median);
+what the served median has beyond their sum is TorchServe and HTTP.
+
 The machine's load average is recorded beside each figure: a machine shared with other work
 slows every served figure, and the ratios only mean something beside it.
 """
@@ -37,8 +43,11 @@ from bench.load import PeakRss, checkout_store, java_pid, server_rss
 from bench.model_speed import onnx_path, summarize
 from core import codec
 from core.onnx_session import session_options
+from core.paths import ONNX_DIR
 from core.photos import photo
+from core.stylizer import Stylizer
 from server.launch import Server, free_ports
+from stylize.batch import Options
 
 #: What each output format's reply starts with.
 SIGNATURES = {"png": b"\x89PNG", "jpeg": b"\xff\xd8\xff"}
@@ -104,6 +113,31 @@ def bare_model(style: str, body: bytes, runs: int, threads: int) -> dict:
     return {"threads": threads, **summarize(times)}
 
 
+def _median_s(work, runs: int) -> float:
+    work()
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return summarize(times)["median_s"]
+
+
+def request_stages(style: str, body: bytes, runs: int, choice_dir: Path) -> dict:
+    """Median seconds of each stage of a default request (JPEG in, PNG out), in process on the
+    engine chosen (or found cached) in ``choice_dir``."""
+    stylizer = Stylizer(ONNX_DIR / f"{style}.onnx", cache=choice_dir)
+    params = Options().params()
+    picture = codec.decode(body)
+    batch = codec.to_array(picture)[None]
+    painting = stylizer.paint([picture], [params])[0]
+    network = _median_s(lambda: stylizer.run(batch), runs)
+    return {"runtime": stylizer.runtime, "decode_s": _median_s(lambda: codec.decode(body), runs),
+            "network_s": network,
+            "finishing_s": max(0.0, _median_s(lambda: stylizer.paint([picture], [params]), runs) - network),
+            "png_s": _median_s(lambda: codec.encode(painting, "png"), runs)}
+
+
 def _served_size(server: Server, style: str, styles: list[str], body: bytes, runs: int,
                  concurrency: list[int]) -> dict:
     """One size on one server: c=1 PNG and JPEG out, each concurrency, four styles at once."""
@@ -135,6 +169,8 @@ def end_to_end(style: str, sizes: list[tuple[int, int]], runs: int, concurrency:
     bare = [[bare_model(style, body, runs, threads)] for body in bodies]
     configurations = {}
     with tempfile.TemporaryDirectory() as folder:
+        choice_dir = Path(folder) / "stages-choice"
+        stages = [[request_stages(style, body, runs, choice_dir)] for body in bodies]
         store = checkout_store(Path(folder) / "store", styles)
         for name, env in CONFIGURATIONS.items():
             load_before = load_average()
@@ -151,14 +187,19 @@ def end_to_end(style: str, sizes: list[tuple[int, int]], runs: int, concurrency:
             configurations[name] = {"env": env, "server_ready_s": ready_s, "peak_rss_mb": rss.peak / 2**20,
                                     "load_average": {"before": load_before, "after": load_average()},
                                     "sizes": rows}
-            for timings, body in zip(bare, bodies, strict=True):
+            for timings, stage_timings, body in zip(bare, stages, bodies, strict=True):
                 timings.append(bare_model(style, body, runs, threads))
+                stage_timings.append(request_stages(style, body, runs, choice_dir))
     for i, timings in enumerate(bare):
         fastest = {**min(timings, key=lambda t: t["median_s"]), "medians_s": [t["median_s"] for t in timings]}
         for config in configurations.values():
             row = config["sizes"][i]
             row["bare_ort_fp32"] = fastest
             row["ratio_to_bare"] = _level(row["levels"], 1, "png")["median_s"] / fastest["median_s"]
+        if "auto" in configurations:
+            keys = [key for key in stages[i][0] if key.endswith("_s")]
+            configurations["auto"]["sizes"][i]["stages"] = {
+                "runtime": stages[i][0]["runtime"], **{key: min(t[key] for t in stages[i]) for key in keys}}
     return {"style": style, "configurations": configurations, "bare_threads": threads,
             "statistic": f"median and p90 of {runs}×concurrency requests after 2 warm-ups; the bare model: "
                          f"the fastest median of {runs} runs, timed before the first server and after each"}

@@ -81,6 +81,22 @@ def test_report_judges_targets_from_the_numbers(tmp_path):
     assert text.count("**not met**") == 4 and "**met**" not in text
 
 
+def test_a_missed_served_target_says_what_the_network_alone_takes(tmp_path):
+    """Bare model 1.0 s; served 0.54 s = network 0.42 + decode 0.01 + finishing 0.01 + PNG 0.05 + 0.05 of server."""
+    results = _results(6.9, 3.45, 37.0, 0.54)
+    row = results["serving"]["configurations"]["auto"]["sizes"][0]
+    row["stages"] = {"runtime": "openvino/bf16", "decode_s": 0.01, "network_s": 0.42, "finishing_s": 0.01,
+                     "png_s": 0.05}
+    report.write(results, tmp_path)
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "at 512x512, c=1 | 0.54× (the network alone: 0.42×) | **not met** |" in text
+    assert ("| 512x512 | openvino/bf16 | 0.540 (0.54×) | 0.010 (0.01×) | 0.420 (0.42×) | 0.010 (0.01×) | "
+            "0.050 (0.05×) | 0.050 (0.05×) |") in text
+    row["ratio_to_bare"] = 0.4  # a met target needs no reason
+    report.write(results, tmp_path)
+    assert "c=1 | 0.40× | **met** |" in (tmp_path / "REPORT.md").read_text()
+
+
 def test_yardstick_is_the_higher_matmul_measurement(tmp_path):
     """A matmul measured while something else ran is lower; taking it would flatter every ratio."""
     busy, quiet = {"threads": 2, "gflops": 8.0}, {"threads": 2, "gflops": 10.0}
