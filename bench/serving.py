@@ -33,6 +33,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -104,23 +105,22 @@ def bare_model(style: str, body: bytes, runs: int, threads: int) -> dict:
     session = ort.InferenceSession(str(onnx_path(style, "ort_fp32")), sess_options=session_options(threads),
                                    providers=["CPUExecutionProvider"])
     x = codec.to_array(codec.decode(body))[None]
-    session.run(None, {"image": x})
-    times = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        session.run(None, {"image": x})
-        times.append(time.perf_counter() - started)
-    return {"threads": threads, **summarize(times)}
+    return {"threads": threads, **summarize(_times(lambda: session.run(None, {"image": x}), runs))}
 
 
-def _median_s(work, runs: int) -> float:
+def _times(work: Callable[[], object], runs: int) -> list[float]:
+    """Seconds of each of ``runs`` calls of ``work``, after one untimed call (the warm-up)."""
     work()
     times = []
     for _ in range(runs):
         started = time.perf_counter()
         work()
         times.append(time.perf_counter() - started)
-    return summarize(times)["median_s"]
+    return times
+
+
+def _median_s(work: Callable[[], object], runs: int) -> float:
+    return summarize(_times(work, runs))["median_s"]
 
 
 def request_stages(style: str, body: bytes, runs: int, choice_dir: Path) -> dict:
